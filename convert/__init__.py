@@ -1,0 +1,1 @@
+"""GGUF export and patching for <rf> models (installed as rfsdk.convert)."""

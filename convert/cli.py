@@ -1,0 +1,113 @@
+"""The ``rf-convert`` command line: inspect and patch GGUF models with the <rf> token."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from rfsdk.errors import RfsdkError
+
+from .inspect import inspect_gguf, render_table
+from .patch import PatchReport, patch_gguf
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
+
+_PATH = click.Path(path_type=Path)
+
+
+@click.group()
+def main() -> None:
+    """Build and inspect GGUF models that carry the <rf> red-flag token."""
+
+
+@main.command(short_help="Describe a GGUF model and its <rf> token.")
+@click.argument("model", type=_PATH)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def inspect(model: Path, as_json: bool) -> None:
+    """Describe MODEL.gguf: shape, quantization, vocabulary and its <rf> token."""
+    with _user_errors():
+        info = inspect_gguf(model)
+    click.echo(info.model_dump_json() if as_json else render_table(info))
+
+
+@main.command(short_help="Add <rf> and merge an adapter into a GGUF model.")
+@click.argument("base", type=_PATH)
+@click.argument("adapter", type=_PATH)
+@click.argument("out", type=_PATH)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace OUT if it exists, and patch even if the adapter names another base sha256.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; notes and errors only.")
+def patch(base: Path, adapter: Path, out: Path, force: bool, quiet: bool) -> None:
+    """Write OUT.gguf: BASE.gguf plus the <rf> token and LoRA weights of ADAPTER.safetensors.
+
+    BASE is never modified; OUT appears only once it is complete.
+    """
+    with _user_errors(), ExitStack() as stack:
+        bars: list[ProgressBar[str | None]] = []
+
+        def progress(name: str, done: int, total: int) -> None:
+            if not bars:
+                bar = click.progressbar(
+                    length=total, label="patching", item_show_func=lambda item: item, file=sys.stderr
+                )
+                bars.append(stack.enter_context(bar))
+            bars[0].update(done - bars[0].pos, current_item=name)
+
+        if not quiet:
+            click.echo(f"reading {base} and {adapter} ...", err=True)
+        report = patch_gguf(base, adapter, out, force=force, progress=None if quiet else progress)
+    for note in _notes(report):
+        click.echo(f"note: {note}", err=True)
+    if not quiet:
+        click.echo(_summary(report))
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except RfsdkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        raise click.ClickException(f"{exc.strerror or exc}{where}") from exc
+
+
+def _notes(report: PatchReport) -> list[str]:
+    notes = []
+    if report.base_sha256 == "mismatch ignored":
+        notes.append("the adapter was made for a base with another sha256; patched anyway (--force).")
+    converted: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for change in report.changes:
+        if change.converted:
+            converted[(change.from_type, change.to_type)].append(change.name)
+    for (from_type, to_type), names in converted.items():
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        notes.append(
+            f"{len(names)} tensor(s) stored as {from_type} were re-stored as {to_type} because numpy cannot "
+            f"encode {from_type}: {shown}."
+        )
+    return notes
+
+
+def _summary(report: PatchReport) -> str:
+    how = f"took over {report.slot!r} as" if report.slot is not None else "appended"
+    merged = [change for change in report.changes if change.action == "LoRA merged"]
+    lines = [
+        f"{how} {report.rf_token!r} as CONTROL token {report.rf_token_id}; "
+        f"vocabulary: {report.n_vocab} tokens",
+        f"merged LoRA into {len(merged)} tensor(s)",
+        f"threshold: {report.threshold}; base sha256: {report.base_sha256}",
+        f"wrote {report.out} ({report.out_bytes / 1e6:.1f} MB) in {report.seconds:.1f} s",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,12 @@
+"""Names of the ``rf.*`` metadata keys that rf-convert writes into patched GGUF files."""
+
+RF_TOKEN = "rf.token"
+"""uint32: id of the <rf> CONTROL token."""
+RF_THRESHOLD = "rf.threshold"
+"""float32: calibrated <rf> probability threshold."""
+RF_ADAPTER_SHA256 = "rf.adapter_sha256"
+"""string: sha256 of the adapter file that was applied."""
+RF_BASE_MODEL = "rf.base_model"
+"""string: the adapter's free-text base model name."""
+RF_FORMAT = "rf.format"
+"""string: the adapter format that was applied (``rfsdk-adapter/1``)."""

@@ -1,0 +1,75 @@
+"""rfsdk: guarded local chat with the red-flag (<rf>) token over llama.cpp.
+
+>>> from rfsdk import GuardedChat
+>>> chat = GuardedChat("model-with-rf.gguf", policy="halt")
+>>> for event in chat.stream("Hello!"):
+...     if event.kind == "token":
+...         print(event.text, end="")
+"""
+
+from .chat import DEFAULT_REFUSAL, GuardedChat
+from .config import SamplingConfig
+from .default_model import DefaultModel, default_model, default_model_path
+from .errors import (
+    ChatTemplateError,
+    ContextOverflowError,
+    EmptyMessageError,
+    MissingRfTokenError,
+    ModelFileError,
+    ModelNotFoundError,
+    ReentrantCallError,
+    RfsdkError,
+    RfTokenTypeError,
+)
+from .events import (
+    Action,
+    EndEvent,
+    ErrorEvent,
+    Event,
+    Flag,
+    FlagEvent,
+    FlagSource,
+    Message,
+    NoticeEvent,
+    Reply,
+    Timings,
+    TokenEvent,
+    Usage,
+)
+from .model_source import resolve_model
+from .prompt import CHATML_TEMPLATE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "CHATML_TEMPLATE",
+    "ChatTemplateError",
+    "ContextOverflowError",
+    "DEFAULT_REFUSAL",
+    "DefaultModel",
+    "EmptyMessageError",
+    "EndEvent",
+    "ErrorEvent",
+    "Event",
+    "Flag",
+    "FlagEvent",
+    "FlagSource",
+    "GuardedChat",
+    "Message",
+    "MissingRfTokenError",
+    "ModelFileError",
+    "ModelNotFoundError",
+    "NoticeEvent",
+    "ReentrantCallError",
+    "Reply",
+    "RfTokenTypeError",
+    "RfsdkError",
+    "SamplingConfig",
+    "Timings",
+    "TokenEvent",
+    "Usage",
+    "default_model",
+    "default_model_path",
+    "resolve_model",
+]

@@ -1,0 +1,559 @@
+"""GuardedChat: a streaming chat over llama.cpp that watches P(<rf>) at every token."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterator, Literal, Sequence
+
+import llama_cpp
+from pydantic import TypeAdapter, ValidationError
+
+from .config import SamplingConfig
+from .errors import (
+    ChatTemplateError,
+    ContextOverflowError,
+    EmptyMessageError,
+    MissingRfTokenError,
+    ModelFileError,
+    RfTokenTypeError,
+)
+from .events import (
+    EndEvent,
+    ErrorEvent,
+    Event,
+    FinishReason,
+    Flag,
+    FlagEvent,
+    Message,
+    NoticeEvent,
+    Reply,
+    Timings,
+    TokenEvent,
+    Usage,
+)
+from .gguf_file import read_gguf_info
+from .guard import TurnGuard
+from .model_lock import lock_for
+from .model_source import resolve_model
+from .policies import PolicyLike, resolve_policy
+from .prompt import PromptBuilder, token_piece
+
+DEFAULT_REFUSAL = "I can't help with that."
+DEFAULT_THRESHOLD = 0.5
+_MAX_DEFAULT_CTX = 4096
+_MIN_REPLY_ROOM = 128
+_RF_TEXT = b"<rf>"
+
+OnToken = Callable[[TokenEvent], None]
+OnFlag = Callable[[Flag], None]
+Overflow = Literal["truncate", "error"]
+
+_history_adapter = TypeAdapter(list[Message])
+
+
+class GuardedChat:
+    """A multi-turn chat with a GGUF model carrying the ``<rf>`` red-flag token.
+
+    ``model`` is a GGUF path, ``hf://org/repo/file.gguf``, or a loaded
+    ``llama_cpp.Llama`` (so one model can serve several chats). Every reply step is
+    checked: the guard fires when ``<rf>`` would be sampled or P(<rf>) >= ``threshold``
+    (the model's calibrated ``rf.threshold`` by default), including at the first reply
+    position before anything is shown. ``policy`` decides what happens then: "halt"
+    replaces the reply by ``refusal``, "continue" records the flag and goes on with
+    ``<rf>`` kept out of the context, "reflect" puts ``<rf>`` into the context and lets
+    the model continue; or pass a callable ``Flag -> action``.
+
+    Thread safety: every method may be called from any thread; turns on one model
+    are serialised (chats sharing one ``Llama`` share its lock). ``cancel()`` may be
+    called from any thread and stops the running turn within one token.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | llama_cpp.Llama,
+        *,
+        threshold: float | None = None,
+        policy: PolicyLike = "halt",
+        on_flag: OnFlag | None = None,
+        on_token: OnToken | None = None,
+        system: str | None = None,
+        refusal: str = DEFAULT_REFUSAL,
+        sampling: SamplingConfig | None = None,
+        n_ctx: int | None = None,
+        n_gpu_layers: int = 0,
+        n_threads: int | None = None,
+        chat_template: str | None = None,
+        overflow: Overflow = "truncate",
+        max_reflections: int = 1,
+        allow_unguarded: bool = False,
+        verbose: bool = False,
+    ) -> None:
+        if overflow not in ("truncate", "error"):
+            raise ValueError(f"overflow must be 'truncate' or 'error', not {overflow!r}")
+        self.sampling = sampling or SamplingConfig()
+        if isinstance(model, llama_cpp.Llama):
+            self.llm = model
+            self.model_path = Path(model.model_path)
+            rf_id, rf_threshold, template = _inspect_loaded(model)
+        else:
+            self.model_path = resolve_model(model)
+            info = read_gguf_info(self.model_path)
+            rf_id, rf_threshold, template = info.rf_token_id, info.rf_threshold, info.chat_template
+            if rf_id is not None and info.rf_token_type != int(llama_cpp.LLAMA_TOKEN_TYPE_CONTROL):
+                raise RfTokenTypeError(
+                    f"{self.model_path} has <rf> as token {rf_id}, but not as a CONTROL token, so "
+                    "typed text could produce it. Re-export the model with rf-convert."
+                )
+            if rf_id is None and not allow_unguarded:
+                raise _missing_rf(self.model_path)
+            self.llm = _load_llama(
+                self.model_path,
+                n_ctx=n_ctx or min(info.context_length or _MAX_DEFAULT_CTX, _MAX_DEFAULT_CTX),
+                n_gpu_layers=n_gpu_layers,
+                n_threads=n_threads,
+                seed=self.sampling.seed,
+                verbose=verbose,
+            )
+        if rf_id is None and not allow_unguarded:
+            raise _missing_rf(self.model_path)
+        self.rf_token_id: int | None = rf_id
+        template = chat_template or template
+        if not template:
+            raise ChatTemplateError(
+                f"{self.model_path} has no chat template. Pass chat_template=... "
+                "(rfsdk.CHATML_TEMPLATE fits ChatML models such as SmolLM2 and Qwen2)."
+            )
+        self._prompt = PromptBuilder(self.llm, template)
+        self.threshold = threshold if threshold is not None else (rf_threshold or DEFAULT_THRESHOLD)
+        self.policy = policy
+        self.on_flag = on_flag
+        self.on_token = on_token
+        self.system = system
+        self.refusal = refusal
+        self.overflow: Overflow = overflow
+        self.max_reflections = max_reflections
+        self._history: list[Message] = []
+        self._lock = lock_for(self.llm)
+        self._cancels: set[threading.Event] = set()
+        self._cancels_lock = threading.Lock()
+        self._rng = random.Random(self.sampling.seed)
+        self._vocab = self.llm._model.vocab
+        self._pieces: dict[int, bytes] = {}
+
+    @classmethod
+    def from_default(cls, **kwargs) -> "GuardedChat":
+        """A chat on the bundled default model (see :func:`rfsdk.default_model_path`)."""
+        from .default_model import default_model_path
+
+        return cls(default_model_path(), **kwargs)
+
+    # ----- settings -----------------------------------------------------------------
+
+    @property
+    def threshold(self) -> float:
+        """P(<rf>) at or above which the guard fires (0 < threshold <= 1)."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if not 0.0 < float(value) <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], not {value!r}")
+        self._threshold = float(value)
+
+    @property
+    def policy(self) -> PolicyLike:
+        """"halt", "continue", "reflect", or a callable ``Flag -> action``."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: PolicyLike) -> None:
+        self._policy_fn = resolve_policy(value)
+        self._policy = value
+
+    @property
+    def guarded(self) -> bool:
+        """False only for a chat created with ``allow_unguarded=True`` on a model without <rf>."""
+        return self.rf_token_id is not None
+
+    # ----- history --------------------------------------------------------------------
+
+    @property
+    def history(self) -> list[Message]:
+        """The user and assistant messages so far (a copy; the system prompt is ``system``)."""
+        return list(self._history)
+
+    def reset(self) -> None:
+        """Forget the conversation (the system prompt stays)."""
+        with self._lock.hold():
+            self._history = []
+
+    def save_history(self, path: str | os.PathLike) -> None:
+        """Write the system prompt and history to a JSON file (atomically)."""
+        path = Path(path)
+        data = {
+            "system": self.system,
+            "messages": [m.model_dump() for m in self.history],
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def load_history(self, path: str | os.PathLike) -> None:
+        """Replace the system prompt and history by those saved with :meth:`save_history`."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            messages = _history_adapter.validate_python(data["messages"])
+            system = data.get("system")
+            if system is not None and not isinstance(system, str):
+                raise TypeError("'system' must be a string or null")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"No saved chat at {path}.") from None
+        except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+            raise ValueError(
+                f"{path} is not a chat saved by rfsdk ({type(exc).__name__}: {exc}). "
+                "The current conversation was left unchanged."
+            ) from None
+        with self._lock.hold():
+            self._history = list(messages)
+            self.system = system
+
+    # ----- turns ----------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the running (or queued) turns of this chat; safe from any thread."""
+        with self._cancels_lock:
+            for event in self._cancels:
+                event.set()
+
+    def stream(
+        self, message: str, *, prefill: str = "", max_tokens: int | None = None
+    ) -> Iterator[Event]:
+        """Send ``message`` and yield events: tokens, flags, notices, errors, then one end.
+
+        ``prefill`` starts the assistant's reply with the given text (the model
+        continues from it; it is part of the reply text).
+        """
+        _check_message(message)
+        if not isinstance(prefill, str):
+            raise TypeError(f"prefill must be a string, not {type(prefill).__name__}")
+        cancel = threading.Event()
+        with self._cancels_lock:
+            self._cancels.add(cancel)
+        return self._turn(message, prefill, max_tokens, cancel)
+
+    def send(self, message: str, *, prefill: str = "", max_tokens: int | None = None) -> Reply:
+        """Send ``message`` and return the whole :class:`Reply`."""
+        end = None
+        for event in self.stream(message, prefill=prefill, max_tokens=max_tokens):
+            if isinstance(event, EndEvent):
+                end = event
+        assert end is not None
+        return end.reply()
+
+    async def astream(
+        self, message: str, *, prefill: str = "", max_tokens: int | None = None
+    ) -> AsyncIterator[Event]:
+        """:meth:`stream` for asyncio: the model runs in a worker thread, never in the loop."""
+        events = self.stream(message, prefill=prefill, max_tokens=max_tokens)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        def post(item: object) -> bool:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+                return True
+            except RuntimeError:  # the event loop is closed: nobody is listening any more
+                return False
+
+        def work() -> None:
+            try:
+                for event in events:
+                    if not post(event):
+                        break
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                post(exc)
+            finally:
+                events.close()  # releases the model at once, even if the loop went away
+                post(done)
+
+        worker = threading.Thread(target=work, name="rfsdk-turn", daemon=True)
+        worker.start()
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not finished:
+                self.cancel()
+
+    async def asend(self, message: str, *, prefill: str = "", max_tokens: int | None = None) -> Reply:
+        """:meth:`send` for asyncio."""
+        end = None
+        async for event in self.astream(message, prefill=prefill, max_tokens=max_tokens):
+            if isinstance(event, EndEvent):
+                end = event
+        assert end is not None
+        return end.reply()
+
+    # ----- the turn itself ------------------------------------------------------------
+
+    def _turn(
+        self, message: str, prefill: str, max_tokens: int | None, cancel: threading.Event
+    ) -> Iterator[Event]:
+        try:
+            with self._lock.hold():
+                yield from self._run_turn(message, prefill, max_tokens, cancel)
+        finally:
+            with self._cancels_lock:
+                self._cancels.discard(cancel)
+
+    def _run_turn(
+        self, message: str, prefill: str, max_tokens: int | None, cancel: threading.Event
+    ) -> Iterator[Event]:
+        started = time.perf_counter()
+        user = Message(role="user", content=message)
+        limit = max_tokens or self.sampling.max_tokens
+        prompt, dropped = self._fit_prompt(user, prefill, limit)
+        if dropped:
+            yield NoticeEvent(
+                message=f"The conversation is longer than the context ({self.llm.n_ctx()} "
+                f"tokens): the oldest {dropped} messages were left out of this turn."
+            )
+        budget = self.llm.n_ctx() - len(prompt)
+        if limit is not None:
+            budget = min(budget, limit)
+        guard = TurnGuard(
+            rf_id=self.rf_token_id,
+            stop_id=_stop_token(self.llm, self.rf_token_id),
+            threshold=self._threshold,
+            policy=self._policy_fn,
+            temperature=self.sampling.temperature,
+            rng=self._rng,
+            cancel=cancel,
+            max_reflections=self.max_reflections,
+        )
+        guard.text_so_far = prefill
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = prefill
+        flags: list[Flag] = []
+        finish: FinishReason = "length"
+        error: str | None = None
+        generated = 0
+        first_token_at: float | None = None
+        s = self.sampling
+        tokens = self.llm.generate(
+            prompt,
+            temp=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty,
+            logits_processor=llama_cpp.LogitsProcessorList([guard]),
+        )
+        try:
+            for token in tokens:
+                for flag in guard.take_flags():
+                    flags.append(flag)
+                    yield FlagEvent(flag=flag)
+                    error = self._call(self.on_flag, flag, "on_flag")
+                    if error:
+                        yield ErrorEvent(message=error, where="on_flag")
+                        break
+                if error:
+                    finish = "error"
+                    break
+                if guard.stop_reason:
+                    finish = guard.stop_reason
+                    if guard.error:
+                        error = guard.error
+                        yield ErrorEvent(message=error, where="policy")
+                    break
+                generated += 1
+                if token == self.rf_token_id:
+                    pass
+                elif llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish = "stop"
+                    break
+                else:
+                    piece = decoder.decode(self._piece(token))
+                    if piece:
+                        text += piece
+                        guard.text_so_far = text
+                        if first_token_at is None:
+                            first_token_at = time.perf_counter()
+                        event = TokenEvent(
+                            text=piece,
+                            token_id=token,
+                            position=guard.position - 1,
+                            rf_probability=guard.last_probability,
+                        )
+                        yield event
+                        error = self._call(self.on_token, event, "on_token")
+                        if error:
+                            yield ErrorEvent(message=error, where="on_token")
+                            finish = "error"
+                            break
+                if generated >= budget:
+                    break
+        except GeneratorExit:
+            # The caller stopped reading: the turn counts as cancelled.
+            tokens.close()
+            self._finish(user, text, flags, "cancelled", error, len(prompt), generated, started, None)
+            raise
+        tokens.close()
+        text += decoder.decode(b"", final=True)
+        reply = self._finish(
+            user, text, flags, finish, error, len(prompt), generated, started, first_token_at
+        )
+        yield EndEvent(**reply.model_dump())
+
+    def _finish(
+        self,
+        user: Message,
+        text: str,
+        flags: list[Flag],
+        finish: FinishReason,
+        error: str | None,
+        prompt_tokens: int,
+        generated: int,
+        started: float,
+        first_token_at: float | None,
+    ) -> Reply:
+        if finish == "halt":
+            text = self.refusal
+        now = time.perf_counter()
+        decode_s = now - first_token_at if first_token_at is not None else 0.0
+        reply = Reply(
+            text=text,
+            flagged=bool(flags),
+            flags=flags,
+            finish_reason=finish,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=generated),
+            timings=Timings(
+                time_to_first_token_s=None if first_token_at is None else first_token_at - started,
+                total_s=now - started,
+                tokens_per_s=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0,
+            ),
+            error=error,
+        )
+        self._history += [
+            user,
+            Message(role="assistant", content=text, flagged=bool(flags), finish_reason=finish),
+        ]
+        return reply
+
+    def _fit_prompt(
+        self, user: Message, prefill: str, limit: int | None
+    ) -> tuple[list[int], int]:
+        n_ctx = self.llm.n_ctx()
+        room = min(limit or _MIN_REPLY_ROOM, _MIN_REPLY_ROOM)
+        system = [Message(role="system", content=self.system)] if self.system else []
+        window = list(self._history)
+        dropped = 0
+        while True:
+            prompt = self._prompt.build(system + window + [user], prefill=prefill)
+            if len(prompt) + room <= n_ctx:
+                return prompt, dropped
+            if not window:
+                raise ContextOverflowError(
+                    f"The message needs {len(prompt)} prompt tokens (with the system prompt and "
+                    f"chat format) and {room} more are kept for the reply, but the context holds "
+                    f"{n_ctx} tokens. Shorten the message or create the chat with a larger n_ctx."
+                )
+            if self.overflow == "error":
+                raise ContextOverflowError(
+                    f"The conversation needs {len(prompt)} prompt tokens plus {room} for the "
+                    f"reply, more than the context's {n_ctx}. Call reset(), or create the chat "
+                    "with overflow='truncate' to leave the oldest messages out."
+                )
+            cut = 1
+            while cut < len(window) and window[cut].role != "user":
+                cut += 1
+            window = window[cut:]
+            dropped += cut
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = token_piece(self.llm, token)
+        return piece
+
+    @staticmethod
+    def _call(callback: Callable | None, arg: object, name: str) -> str | None:
+        if callback is None:
+            return None
+        try:
+            callback(arg)
+        except Exception as exc:  # noqa: BLE001 - report any callback failure, end cleanly
+            return f"{name} callback raised {type(exc).__name__}: {exc}"
+        return None
+
+
+def _check_message(message: object) -> None:
+    if not isinstance(message, str):
+        raise TypeError(f"message must be a string, not {type(message).__name__}")
+    if not message.strip():
+        raise EmptyMessageError("The message is empty. Type something to send.")
+
+
+def _missing_rf(path: Path) -> MissingRfTokenError:
+    return MissingRfTokenError(
+        f"{path} has no <rf> token, so its replies cannot be guarded. Use a model trained "
+        "with rf-train and exported with rf-convert, or pass allow_unguarded=True to chat "
+        "without a guard."
+    )
+
+
+def _stop_token(llm: llama_cpp.Llama, rf_id: int | None) -> int:
+    eos = llm.token_eos()
+    return eos if eos >= 0 else (rf_id or 0)
+
+
+def _load_llama(path: Path, **params) -> llama_cpp.Llama:
+    try:
+        return llama_cpp.Llama(model_path=str(path), **params)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelFileError(
+            f"llama.cpp could not load {path} ({exc}). The file's GGUF structure is valid, so "
+            "its architecture or tensor types may be newer than the installed llama-cpp-python "
+            f"{llama_cpp.__version__}: upgrade it, or re-export the model with rf-convert."
+        ) from None
+
+
+def _inspect_loaded(llm: llama_cpp.Llama) -> tuple[int | None, float | None, str | None]:
+    meta = llm.metadata
+    vocab = llm._model.vocab
+    rf_id: int | None = None
+    if "rf.token" in meta and meta["rf.token"].isdigit():
+        rf_id = int(meta["rf.token"])
+    else:
+        ids = llm.tokenize(_RF_TEXT, add_bos=False, special=True)
+        if len(ids) == 1 and token_piece(llm, ids[0], special=True) == _RF_TEXT:
+            rf_id = ids[0]
+    if rf_id is not None:
+        attr = llama_cpp.llama_vocab_get_attr(vocab, rf_id)
+        if not attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
+            raise RfTokenTypeError(
+                f"The model has <rf> as token {rf_id}, but not as a CONTROL token, so typed "
+                "text could produce it. Re-export the model with rf-convert."
+            )
+    try:
+        threshold = float(meta["rf.threshold"]) if "rf.threshold" in meta else None
+    except ValueError:
+        threshold = None
+    return rf_id, threshold, meta.get("tokenizer.chat_template")

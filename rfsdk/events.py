@@ -1,0 +1,118 @@
+"""Typed events and results of a guarded chat turn."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FlagSource = Literal["sampled", "threshold", "prompt", "classifier"]
+Action = Literal["halt", "continue", "reflect"]
+FinishReason = Literal["stop", "length", "halt", "cancelled", "error"]
+Role = Literal["system", "user", "assistant"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Flag(_Frozen):
+    """One detection of harmful content in a reply.
+
+    ``position`` is the reply step at which it fired (0 is the first reply position,
+    before any token is shown); ``probability`` is P(<rf>) there; ``action`` is what
+    the policy did about it (None while the policy is still deciding).
+    """
+
+    position: int
+    probability: float
+    source: FlagSource
+    text_so_far: str
+    action: Action | None = None
+
+
+class Usage(_Frozen):
+    """Token counts of one turn."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Timings(_Frozen):
+    """Wall-clock timings of one turn, in seconds."""
+
+    time_to_first_token_s: float | None = None
+    total_s: float = 0.0
+    tokens_per_s: float = 0.0
+
+
+class Message(_Frozen):
+    """One message of the conversation history."""
+
+    role: Role
+    content: str
+    flagged: bool = False
+    finish_reason: FinishReason | None = None
+
+
+class Reply(_Frozen):
+    """The result of one turn: what the user saw and what the guard found."""
+
+    text: str
+    flagged: bool
+    flags: list[Flag] = Field(default_factory=list)
+    finish_reason: FinishReason
+    usage: Usage = Field(default_factory=Usage)
+    timings: Timings = Field(default_factory=Timings)
+    error: str | None = None
+
+
+class TokenEvent(_Frozen):
+    """A piece of reply text shown to the user."""
+
+    kind: Literal["token"] = "token"
+    text: str
+    token_id: int
+    position: int
+    rf_probability: float
+
+
+class FlagEvent(_Frozen):
+    """The guard fired."""
+
+    kind: Literal["flag"] = "flag"
+    flag: Flag
+
+
+class NoticeEvent(_Frozen):
+    """Something the user should know that is not an error (e.g. history truncated)."""
+
+    kind: Literal["notice"] = "notice"
+    message: str
+
+
+class ErrorEvent(_Frozen):
+    """A callback or policy raised; the turn ends cleanly after this event."""
+
+    kind: Literal["error"] = "error"
+    message: str
+    where: str
+
+
+class EndEvent(Reply):
+    """The last event of every turn; carries the whole :class:`Reply`."""
+
+    kind: Literal["end"] = "end"
+
+    def reply(self) -> Reply:
+        return Reply(**self.model_dump(exclude={"kind"}))
+
+
+Event = Annotated[
+    Union[TokenEvent, FlagEvent, NoticeEvent, ErrorEvent, EndEvent],
+    Field(discriminator="kind"),
+]

@@ -1,0 +1,157 @@
+"""Per-step red-flag detection, run inside llama.cpp's sampler as a logits processor."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from typing import Literal
+
+import numpy as np
+
+from .events import Flag, FlagSource
+from .policies import ACTIONS, PolicyFn
+
+StopReason = Literal["halt", "cancelled", "error"]
+
+
+class TurnGuard:
+    """Watches P(<rf>) at every step of one reply and steers sampling.
+
+    Called by llama-cpp-python with the full-vocabulary logits before each token is
+    sampled. It measures P(<rf>) (softmax at temperature 1), decides whether <rf>
+    would be sampled (greedy: it is the argmax; otherwise a draw at the sampling
+    temperature), raises a flag when either happens or P(<rf>) >= threshold (once per
+    run of consecutive flagged steps), asks the policy, and then masks <rf> out,
+    forces it in (reflect), or forces end-of-turn (halt, cancel). It never raises:
+    llama.cpp calls it through ctypes, which would swallow the exception.
+    """
+
+    def __init__(
+        self,
+        *,
+        rf_id: int | None,
+        stop_id: int,
+        threshold: float,
+        policy: PolicyFn,
+        temperature: float,
+        rng: random.Random,
+        cancel: threading.Event,
+        max_reflections: int = 1,
+    ) -> None:
+        self._rf = rf_id
+        self._stop_id = stop_id
+        self._threshold = threshold
+        self._policy = policy
+        self._temperature = temperature
+        self._rng = rng
+        self._cancel = cancel
+        self._reflections_left = max_reflections
+        self._in_episode = False
+        self._buf: np.ndarray | None = None
+        self.position = 0
+        self.text_so_far = ""
+        self.last_probability = 0.0
+        self.new_flags: list[Flag] = []
+        self.stop_reason: StopReason | None = None
+        self.error: str | None = None
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        try:
+            self._step(scores)
+        except BaseException as exc:  # noqa: BLE001 - must not escape into ctypes
+            self.error = f"guard failed: {type(exc).__name__}: {exc}"
+            self.stop_reason = "error"
+            self._force(scores, self._stop_id)
+        self.position += 1
+        return scores
+
+    def _step(self, scores: np.ndarray) -> None:
+        if self._cancel.is_set():
+            self.stop_reason = "cancelled"
+            self._force(scores, self._stop_id)
+            return
+        if self._rf is None:
+            return
+        source = self._detect(scores)
+        if source is None:
+            self._in_episode = False
+            scores[self._rf] = -np.inf
+            return
+        if self._in_episode:
+            scores[self._rf] = -np.inf
+            return
+        self._in_episode = True
+        action = self._decide(source)
+        if action == "halt":
+            self.stop_reason = "halt"
+            self._force(scores, self._stop_id)
+        elif action == "reflect":
+            self._reflections_left -= 1
+            self._force(scores, self._rf)
+        elif action == "continue":
+            scores[self._rf] = -np.inf
+        else:  # the policy failed; _decide recorded why
+            self.stop_reason = "error"
+            self._force(scores, self._stop_id)
+
+    def _detect(self, scores: np.ndarray) -> FlagSource | None:
+        if self._buf is None or self._buf.shape != scores.shape:
+            self._buf = np.empty_like(scores)
+        top = float(scores.max())
+        rf_logit = float(scores[self._rf])
+        np.subtract(scores, top, out=self._buf)
+        np.exp(self._buf, out=self._buf)
+        p = math.exp(rf_logit - top) / float(self._buf.sum())
+        self.last_probability = p
+        if self._sampled(scores, top, rf_logit, p):
+            return "prompt" if self.position == 0 else "sampled"
+        if p >= self._threshold:
+            return "prompt" if self.position == 0 else "threshold"
+        return None
+
+    def _sampled(self, scores: np.ndarray, top: float, rf_logit: float, p: float) -> bool:
+        t = self._temperature
+        if t <= 0:
+            return rf_logit >= top
+        if rf_logit < top - 40.0 * t:
+            return False
+        if t != 1.0:
+            assert self._buf is not None
+            np.subtract(scores, top, out=self._buf)
+            self._buf /= t
+            np.exp(self._buf, out=self._buf)
+            p = math.exp((rf_logit - top) / t) / float(self._buf.sum())
+        return self._rng.random() < p
+
+    def _decide(self, source: FlagSource) -> str:
+        flag_args = dict(
+            position=self.position,
+            probability=self.last_probability,
+            source=source,
+            text_so_far=self.text_so_far,
+        )
+        try:
+            action = self._policy(Flag(**flag_args))
+        except Exception as exc:  # noqa: BLE001 - a user policy may raise anything
+            self.error = f"policy raised {type(exc).__name__}: {exc}"
+            action = None
+        if action not in ACTIONS:
+            if self.error is None:
+                self.error = f"policy returned {action!r}; expected one of {', '.join(ACTIONS)}"
+            self.new_flags.append(Flag(**flag_args, action="halt"))
+            return "error"
+        if action == "reflect" and self._reflections_left <= 0:
+            action = "continue"
+        self.new_flags.append(Flag(**flag_args, action=action))
+        return action
+
+    @staticmethod
+    def _force(scores: np.ndarray, token_id: int) -> None:
+        scores[:] = -np.inf
+        scores[token_id] = 0.0
+
+    def take_flags(self) -> list[Flag]:
+        """Flags raised since the last call."""
+        flags, self.new_flags = self.new_flags, []
+        return flags

@@ -1,0 +1,28 @@
+"""What to do when the guard fires."""
+
+from __future__ import annotations
+
+from typing import Callable, Union, get_args
+
+from .events import Action, Flag
+
+PolicyFn = Callable[[Flag], Action]
+"""A custom policy: receives the :class:`Flag` and returns "halt", "continue" or "reflect"."""
+
+PolicyLike = Union[Action, PolicyFn]
+
+ACTIONS: tuple[str, ...] = get_args(Action)
+
+
+def resolve_policy(policy: PolicyLike) -> PolicyFn:
+    """Turn a policy name or callable into a callable; reject anything else."""
+    if isinstance(policy, str):
+        if policy not in ACTIONS:
+            raise ValueError(
+                f"Unknown policy {policy!r}: use one of {', '.join(ACTIONS)} or a callable "
+                "that takes a Flag and returns one of them."
+            )
+        return lambda flag, _action=policy: _action
+    if callable(policy):
+        return policy
+    raise TypeError(f"policy must be one of {', '.join(ACTIONS)} or a callable, not {policy!r}")

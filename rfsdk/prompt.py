@@ -1,0 +1,107 @@
+"""Render a conversation with the model's chat template and tokenize it safely.
+
+Template text is tokenized with special-token parsing ON (so ``<|im_start|>`` in the
+template becomes the control token), while message contents are tokenized with it
+OFF, so text a user types can never turn into a special token such as ``<rf>``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from typing import Sequence
+
+import jinja2
+import jinja2.sandbox
+import llama_cpp
+
+from .errors import ChatTemplateError
+from .events import Message
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_SENTINEL = re.compile("\ue000(\\d+)\ue001")
+
+
+def _raise_exception(message: str) -> None:
+    raise ChatTemplateError(f"The model's chat template refused this conversation: {message}")
+
+
+class PromptBuilder:
+    """Turns messages into prompt tokens for one loaded model."""
+
+    def __init__(self, llm: llama_cpp.Llama, template: str) -> None:
+        self._llm = llm
+        vocab = llm._model.vocab
+        self._bos_id = llm.token_bos()
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab)) and self._bos_id >= 0
+        bos_text = _token_text(llm, self._bos_id)
+        eos_text = _token_text(llm, llm.token_eos())
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise_exception
+        try:
+            self._template = env.from_string(template)
+        except jinja2.TemplateError as exc:
+            raise ChatTemplateError(
+                f"The chat template does not parse ({exc}). Pass a working chat_template=..."
+            ) from None
+        self._template_vars = {"bos_token": bos_text, "eos_token": eos_text}
+
+    def build(self, messages: Sequence[Message], *, prefill: str = "") -> list[int]:
+        """Prompt tokens for ``messages`` followed by the assistant header and ``prefill``."""
+        placeholders = [
+            {"role": m.role, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)
+        ]
+        try:
+            rendered = self._template.render(
+                messages=placeholders, add_generation_prompt=True, **self._template_vars
+            )
+        except ChatTemplateError:
+            raise
+        except Exception as exc:  # a template can raise anything jinja2 can
+            raise ChatTemplateError(
+                f"The model's chat template failed to render the conversation ({exc})."
+            ) from None
+        pieces = _SENTINEL.split(rendered)
+        seen = [int(i) for i in pieces[1::2]]
+        if sorted(seen) != list(range(len(messages))):
+            raise ChatTemplateError(
+                "The chat template does not place each message's content exactly once, so "
+                "its content cannot be tokenized safely. Pass a standard chat_template=..."
+            )
+        tokens: list[int] = []
+        for k, piece in enumerate(pieces):
+            if k % 2:
+                tokens += self._tokenize(messages[int(piece)].content, special=False)
+            elif piece:
+                tokens += self._tokenize(piece, special=True)
+        if prefill:
+            tokens += self._tokenize(prefill, special=False)
+        if self._add_bos and (not tokens or tokens[0] != self._bos_id):
+            tokens.insert(0, self._bos_id)
+        return tokens
+
+    def _tokenize(self, text: str, *, special: bool) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+
+def _token_text(llm: llama_cpp.Llama, token_id: int) -> str:
+    if token_id < 0:
+        return ""
+    return token_piece(llm, token_id, special=True).decode("utf-8", errors="replace")
+
+
+def token_piece(llm: llama_cpp.Llama, token_id: int, *, special: bool = False) -> bytes:
+    """The bytes a token renders as (control tokens render as b"" unless ``special``)."""
+    size = 64
+    while True:
+        buf = (ctypes.c_char * size)()
+        n = llama_cpp.llama_token_to_piece(llm._model.vocab, token_id, buf, size, 0, special)
+        if n >= 0:
+            return bytes(buf[:n])
+        size = -n

@@ -1,0 +1,1 @@
+"""Red-flag training (installed as rfsdk.train; needs the `train` extra)."""
