@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, Literal, Sequence
+from typing import AsyncIterator, Callable, Iterator, Literal
 
 import llama_cpp
 from pydantic import TypeAdapter, ValidationError
@@ -20,9 +20,6 @@ from .errors import (
     ChatTemplateError,
     ContextOverflowError,
     EmptyMessageError,
-    MissingRfTokenError,
-    ModelFileError,
-    RfTokenTypeError,
 )
 from .events import (
     EndEvent,
@@ -38,18 +35,15 @@ from .events import (
     TokenEvent,
     Usage,
 )
-from .gguf_file import read_gguf_info
 from .guard import TurnGuard
+from .loading import load_model
 from .model_lock import lock_for
-from .model_source import resolve_model
 from .policies import PolicyLike, resolve_policy
 from .prompt import PromptBuilder, token_piece
 
 DEFAULT_REFUSAL = "I can't help with that."
 DEFAULT_THRESHOLD = 0.5
-_MAX_DEFAULT_CTX = 4096
 _MIN_REPLY_ROOM = 128
-_RF_TEXT = b"<rf>"
 
 OnToken = Callable[[TokenEvent], None]
 OnFlag = Callable[[Flag], None]
@@ -98,31 +92,18 @@ class GuardedChat:
         if overflow not in ("truncate", "error"):
             raise ValueError(f"overflow must be 'truncate' or 'error', not {overflow!r}")
         self.sampling = sampling or SamplingConfig()
-        if isinstance(model, llama_cpp.Llama):
-            self.llm = model
-            self.model_path = Path(model.model_path)
-            rf_id, rf_threshold, template = _inspect_loaded(model)
-        else:
-            self.model_path = resolve_model(model)
-            info = read_gguf_info(self.model_path)
-            rf_id, rf_threshold, template = info.rf_token_id, info.rf_threshold, info.chat_template
-            if rf_id is not None and info.rf_token_type != int(llama_cpp.LLAMA_TOKEN_TYPE_CONTROL):
-                raise RfTokenTypeError(
-                    f"{self.model_path} has <rf> as token {rf_id}, but not as a CONTROL token, so "
-                    "typed text could produce it. Re-export the model with rf-convert."
-                )
-            if rf_id is None and not allow_unguarded:
-                raise _missing_rf(self.model_path)
-            self.llm = _load_llama(
-                self.model_path,
-                n_ctx=n_ctx or min(info.context_length or _MAX_DEFAULT_CTX, _MAX_DEFAULT_CTX),
-                n_gpu_layers=n_gpu_layers,
-                n_threads=n_threads,
-                seed=self.sampling.seed,
-                verbose=verbose,
-            )
-        if rf_id is None and not allow_unguarded:
-            raise _missing_rf(self.model_path)
+        loaded = load_model(
+            model,
+            n_ctx=n_ctx,
+            n_gpu_layers=n_gpu_layers,
+            n_threads=n_threads,
+            seed=self.sampling.seed,
+            allow_unguarded=allow_unguarded,
+            verbose=verbose,
+        )
+        self.llm = loaded.llm
+        self.model_path = loaded.path
+        rf_id, rf_threshold, template = loaded.rf_token_id, loaded.rf_threshold, loaded.chat_template
         self.rf_token_id: int | None = rf_id
         template = chat_template or template
         if not template:
@@ -511,49 +492,6 @@ def _check_message(message: object) -> None:
         raise EmptyMessageError("The message is empty. Type something to send.")
 
 
-def _missing_rf(path: Path) -> MissingRfTokenError:
-    return MissingRfTokenError(
-        f"{path} has no <rf> token, so its replies cannot be guarded. Use a model trained "
-        "with rf-train and exported with rf-convert, or pass allow_unguarded=True to chat "
-        "without a guard."
-    )
-
-
 def _stop_token(llm: llama_cpp.Llama, rf_id: int | None) -> int:
     eos = llm.token_eos()
     return eos if eos >= 0 else (rf_id or 0)
-
-
-def _load_llama(path: Path, **params) -> llama_cpp.Llama:
-    try:
-        return llama_cpp.Llama(model_path=str(path), **params)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise ModelFileError(
-            f"llama.cpp could not load {path} ({exc}). The file's GGUF structure is valid, so "
-            "its architecture or tensor types may be newer than the installed llama-cpp-python "
-            f"{llama_cpp.__version__}: upgrade it, or re-export the model with rf-convert."
-        ) from None
-
-
-def _inspect_loaded(llm: llama_cpp.Llama) -> tuple[int | None, float | None, str | None]:
-    meta = llm.metadata
-    vocab = llm._model.vocab
-    rf_id: int | None = None
-    if "rf.token" in meta and meta["rf.token"].isdigit():
-        rf_id = int(meta["rf.token"])
-    else:
-        ids = llm.tokenize(_RF_TEXT, add_bos=False, special=True)
-        if len(ids) == 1 and token_piece(llm, ids[0], special=True) == _RF_TEXT:
-            rf_id = ids[0]
-    if rf_id is not None:
-        attr = llama_cpp.llama_vocab_get_attr(vocab, rf_id)
-        if not attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
-            raise RfTokenTypeError(
-                f"The model has <rf> as token {rf_id}, but not as a CONTROL token, so typed "
-                "text could produce it. Re-export the model with rf-convert."
-            )
-    try:
-        threshold = float(meta["rf.threshold"]) if "rf.threshold" in meta else None
-    except ValueError:
-        threshold = None
-    return rf_id, threshold, meta.get("tokenizer.chat_template")

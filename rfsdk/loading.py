@@ -1,0 +1,113 @@
+"""Load a GGUF model into llama.cpp and find its <rf> token, with clear errors."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+from .errors import MissingRfTokenError, ModelFileError, RfTokenTypeError
+from .gguf_file import read_gguf_info
+from .model_source import resolve_model
+from .prompt import token_piece
+
+MAX_DEFAULT_CTX = 4096
+_RF_TEXT = b"<rf>"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A llama.cpp model plus what the guard needs to know about it."""
+
+    llm: llama_cpp.Llama
+    path: Path
+    rf_token_id: int | None
+    rf_threshold: float | None
+    chat_template: str | None
+
+
+def load_model(
+    model: str | os.PathLike | llama_cpp.Llama,
+    *,
+    n_ctx: int | None,
+    n_gpu_layers: int,
+    n_threads: int | None,
+    seed: int | None,
+    allow_unguarded: bool,
+    verbose: bool,
+) -> LoadedModel:
+    """Resolve and load ``model`` (or inspect an already loaded ``Llama``).
+
+    The GGUF header is checked before llama.cpp sees the file, so a missing <rf>
+    token, a truncated download or a file of another kind fails fast and clearly.
+    """
+    if isinstance(model, llama_cpp.Llama):
+        loaded = _inspect_loaded(model)
+    else:
+        path = resolve_model(model)
+        info = read_gguf_info(path)
+        if info.rf_token_id is not None:
+            _check_control(path, info.rf_token_id, info.rf_token_type == int(llama_cpp.LLAMA_TOKEN_TYPE_CONTROL))
+        elif not allow_unguarded:
+            raise _missing_rf(path)
+        llm = _load_llama(
+            path,
+            n_ctx=n_ctx or min(info.context_length or MAX_DEFAULT_CTX, MAX_DEFAULT_CTX),
+            n_gpu_layers=n_gpu_layers,
+            n_threads=n_threads,
+            seed=seed if seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
+            verbose=verbose,
+        )
+        loaded = LoadedModel(llm, path, info.rf_token_id, info.rf_threshold, info.chat_template)
+    if loaded.rf_token_id is None and not allow_unguarded:
+        raise _missing_rf(loaded.path)
+    return loaded
+
+
+def _missing_rf(path: Path) -> MissingRfTokenError:
+    return MissingRfTokenError(
+        f"{path} has no <rf> token, so its replies cannot be guarded. Use a model trained "
+        "with rf-train and exported with rf-convert, or pass allow_unguarded=True to chat "
+        "without a guard."
+    )
+
+
+def _check_control(path: Path, rf_id: int, is_control: bool) -> None:
+    if not is_control:
+        raise RfTokenTypeError(
+            f"{path} has <rf> as token {rf_id}, but not as a CONTROL token, so typed text "
+            "could produce it. Re-export the model with rf-convert."
+        )
+
+
+def _load_llama(path: Path, **params) -> llama_cpp.Llama:
+    try:
+        return llama_cpp.Llama(model_path=str(path), **params)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelFileError(
+            f"llama.cpp could not load {path} ({exc}). The file's GGUF structure is valid, so "
+            "its architecture or tensor types may be newer than the installed llama-cpp-python "
+            f"{llama_cpp.__version__}: upgrade it, or re-export the model with rf-convert."
+        ) from None
+
+
+def _inspect_loaded(llm: llama_cpp.Llama) -> LoadedModel:
+    meta = llm.metadata
+    path = Path(llm.model_path)
+    rf_id: int | None = None
+    if meta.get("rf.token", "").isdigit():
+        rf_id = int(meta["rf.token"])
+    else:
+        ids = llm.tokenize(_RF_TEXT, add_bos=False, special=True)
+        if len(ids) == 1 and token_piece(llm, ids[0], special=True) == _RF_TEXT:
+            rf_id = ids[0]
+    if rf_id is not None:
+        attr = llama_cpp.llama_vocab_get_attr(llm._model.vocab, rf_id)
+        _check_control(path, rf_id, bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL))
+    try:
+        threshold = float(meta["rf.threshold"]) if "rf.threshold" in meta else None
+    except ValueError:
+        threshold = None
+    return LoadedModel(llm, path, rf_id, threshold, meta.get("tokenizer.chat_template"))
