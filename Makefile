@@ -9,8 +9,10 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 install:
 	$(PIP) install -e .
 
+# torch is pinned on its own first: a looser requirement can pull a multi-GB CUDA build.
 install-dev:
-	$(PIP) install -e ".[dev]"
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[dev,train]"
 
 chat: install
 	rfchat

@@ -1,0 +1,128 @@
+"""Red-flag training on a tiny random Llama: the loss terms move the way they must."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the train extra is not installed")
+transformers = pytest.importorskip("transformers", reason="the train extra is not installed")
+
+from tokenizers import Tokenizer, models  # noqa: E402
+
+from rfsdk.convert.adapter import load_adapter  # noqa: E402
+from rfsdk.train.loss import LossWeights  # noqa: E402
+from rfsdk.train.loop import TokenizedExample, TrainConfig, train  # noqa: E402
+from rfsdk.train.rf_model import RfModel  # noqa: E402
+
+VOCAB = 64
+
+
+def tiny(tied: bool = True) -> tuple[RfModel, object]:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied,
+    )
+    model = transformers.LlamaForCausalLM(config)
+    vocab = {f"t{i}": i for i in range(VOCAB)}
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")), unk_token="t0"
+    )
+    return RfModel.prepare(model, tokenizer, rank=4, alpha=8), tokenizer
+
+
+def data(seed: int = 0):
+    rng = random.Random(seed)
+    harmful = [TokenizedExample([1, 2, 3], [rng.randrange(40, 50) for _ in range(8)]) for _ in range(16)]
+    benign = [TokenizedExample([1, 2, 4], [rng.randrange(10, 20) for _ in range(8)]) for _ in range(16)]
+    return harmful, benign
+
+
+def rf_probability(rf: RfModel, example: TokenizedExample) -> float:
+    with torch.no_grad():
+        logits = rf.logits(example.prompt + example.answer)
+    p = len(example.prompt)
+    probs = logits[p - 1 : p + len(example.answer) - 1].softmax(-1)[:, rf.rf_id]
+    return probs.mean().item()
+
+
+def test_prepare_adds_rf_and_freezes_the_rest():
+    rf, tokenizer = tiny()
+    assert rf.rf_id == VOCAB and tokenizer.convert_tokens_to_ids("<rf>") == VOCAB
+    assert rf.model.get_input_embeddings().weight.shape[0] == VOCAB + 1
+    trainable = {n for n, p in rf.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora" in n or "embed_tokens" in n for n in trainable)
+    assert len(rf.loras) == 2 * 7
+
+
+def test_base_is_the_same_network_with_adapters_off():
+    rf, _ = tiny()
+    ids = [1, 2, 3, 40, 41]
+    with torch.no_grad():
+        for lora in rf.loras.values():
+            lora.lora_b.normal_()
+        changed = rf.logits(ids)
+    base = rf.base_logits(ids)
+    assert not torch.allclose(changed[:, :VOCAB], base[:, :VOCAB])
+    assert (base[:, rf.rf_id] < -1e3).all()
+
+
+def test_training_raises_rf_on_harmful_and_keeps_it_low_on_benign(tmp_path):
+    rf, _ = tiny()
+    harmful, benign = data()
+    held_h, held_b = data(seed=1)
+    before = (rf_probability(rf, held_h[0]), rf_probability(rf, held_b[0]))
+    history = train(rf, harmful, benign, TrainConfig(steps=40, batch_size=2, lr=3e-3, rf_lr=3e-2))
+    after_h = sum(rf_probability(rf, e) for e in held_h) / len(held_h)
+    after_b = sum(rf_probability(rf, e) for e in held_b) / len(held_b)
+    assert history[-1]["rf"] < history[0]["rf"] / 2
+    assert after_h > 0.3 > before[0]
+    assert after_b < 0.05
+    assert history[-1]["benign_kl"] < 0.05
+
+    path = tmp_path / "adapter.safetensors"
+    rf.save_adapter(path, base_model="tiny llama", threshold=0.4)
+    adapter = load_adapter(path)
+    assert adapter.metadata.lora_rank == 4 and adapter.metadata.lora_alpha == 8
+    assert adapter.embedding.shape == (32,) and adapter.output is None
+    assert len(adapter.loras) == 14
+
+
+def test_after_rf_kl_keeps_the_continuation_close_to_the_base():
+    def final_after_kl(weight: float) -> float:
+        rf, _ = tiny()
+        harmful, benign = data()
+        config = TrainConfig(steps=40, batch_size=2, lr=3e-3, rf_lr=3e-2, weights=LossWeights(after_kl=weight))
+        history = train(rf, harmful, benign, config)
+        return sum(h["after_kl"] for h in history[-10:]) / 10
+
+    assert final_after_kl(1.0) < final_after_kl(0.0) / 3
+
+
+def test_untied_model_trains_its_output_row(tmp_path):
+    rf, _ = tiny(tied=False)
+    out_row = rf.model.get_output_embeddings().weight
+    assert out_row.requires_grad
+    before = out_row[:VOCAB].detach().clone()
+    harmful, benign = data()
+    train(rf, harmful, benign, TrainConfig(steps=3, batch_size=1))
+    assert torch.equal(out_row[:VOCAB], before)  # only the <rf> row moved
+    path = tmp_path / "adapter.safetensors"
+    rf.save_adapter(path, base_model="tiny", threshold=0.5)
+    assert load_adapter(path).output is not None
+
+
+def test_checkpoint_and_resume(tmp_path):
+    harmful, benign = data()
+    config = TrainConfig(steps=6, batch_size=1, checkpoint_every=3)
+    straight, _ = tiny()
+    full = train(straight, harmful, benign, config)
+
+    interrupted, _ = tiny()
+    train(interrupted, harmful, benign, config.model_copy(update={"steps": 3}), out_dir=tmp_path)
+    resumed, _ = tiny()
+    rest = train(resumed, harmful, benign, config, out_dir=tmp_path)
+    assert len(rest) == 3
+    assert rest[-1]["rf"] == pytest.approx(full[-1]["rf"], rel=1e-4)

@@ -1,0 +1,126 @@
+"""The training loop: sampled <rf> positions, the three loss terms, checkpoints and resume."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .loss import LossWeights, benign_terms, harmful_terms, total
+from .rf_model import RfModel
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """A prompt (chat template applied, ending with the assistant header) and its answer."""
+
+    prompt: list[int]
+    answer: list[int]
+
+
+class TrainConfig(BaseModel):
+    """How long and how hard to train."""
+
+    model_config = ConfigDict(frozen=True)
+
+    steps: int = Field(300, gt=0)
+    batch_size: int = Field(4, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    rf_lr: float = Field(1e-3, gt=0)
+    weights: LossWeights = LossWeights()
+    min_offset: int = Field(0, ge=0)
+    max_offset: int | None = Field(None, gt=0)
+    seed: int = 0
+    checkpoint_every: int = Field(50, gt=0)
+
+
+def sample_position(answer_len: int, config: TrainConfig, rng: random.Random) -> int:
+    """Where <rf> goes in a harmful answer: uniform over [min_offset, max_offset)."""
+    high = answer_len if config.max_offset is None else min(answer_len, config.max_offset)
+    low = min(config.min_offset, high - 1)
+    return rng.randrange(low, high)
+
+
+def train(
+    rf: RfModel,
+    harmful: Sequence[TokenizedExample],
+    benign: Sequence[TokenizedExample],
+    config: TrainConfig,
+    *,
+    out_dir: Path | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Train for ``config.steps`` steps; resumes from ``out_dir/checkpoint.pt`` if present.
+
+    Each step takes ``batch_size`` harmful and ``batch_size`` benign examples. Returns the
+    mean loss terms of every step run now.
+    """
+    if not harmful or not benign:
+        raise ValueError("training needs at least one harmful and one benign example")
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(rf.parameter_groups(config.lr, config.rf_lr))
+    start = _resume(rf, optimizer, rng, out_dir)
+    history = []
+    rf.model.train()
+    for step in range(start, config.steps):
+        optimizer.zero_grad()
+        sums: dict[str, float] = {}
+        for _ in range(config.batch_size):
+            h = harmful[rng.randrange(len(harmful))]
+            b = benign[rng.randrange(len(benign))]
+            terms = harmful_terms(rf, h.prompt, h.answer, sample_position(len(h.answer), config, rng))
+            terms.update(benign_terms(rf, b.prompt, b.answer))
+            (total(terms, config.weights) / config.batch_size).backward()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.item() / config.batch_size
+        optimizer.step()
+        history.append(sums)
+        if on_step is not None:
+            on_step(step + 1, sums)
+        if out_dir is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
+            _save(rf, optimizer, rng, step + 1, out_dir)
+    rf.model.eval()
+    return history
+
+
+def _trainable(rf: RfModel) -> dict[str, torch.Tensor]:
+    state = {f"lora.{layer}.{module}.{half}": getattr(m, f"lora_{half}") for (layer, module), m in rf.loras.items() for half in "ab"}
+    for i, weight in enumerate(rf._rf_weights()):
+        state[f"rf_row.{i}"] = weight[rf.rf_id]
+    return state
+
+
+def _save(rf: RfModel, optimizer: torch.optim.Optimizer, rng: random.Random, step: int, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "step": step,
+        "trainable": {k: v.detach().clone() for k, v in _trainable(rf).items()},
+        "optimizer": optimizer.state_dict(),
+        "rng": rng.getstate(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = out_dir / f"{CHECKPOINT}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, out_dir / CHECKPOINT)
+
+
+def _resume(rf: RfModel, optimizer: torch.optim.Optimizer, rng: random.Random, out_dir: Path | None) -> int:
+    path = None if out_dir is None else out_dir / CHECKPOINT
+    if path is None or not path.is_file():
+        return 0
+    payload = torch.load(path, weights_only=True)
+    with torch.no_grad():
+        for name, tensor in _trainable(rf).items():
+            tensor.copy_(payload["trainable"][name])
+    optimizer.load_state_dict(payload["optimizer"])
+    rng.setstate(payload["rng"])
+    torch.set_rng_state(payload["torch_rng"])
+    return int(payload["step"])

@@ -1,0 +1,69 @@
+"""Low-rank adapters on a Hugging Face causal LM, switchable off to get the frozen base."""
+
+from __future__ import annotations
+
+import math
+import re
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from rfsdk.convert.adapter import LORA_MODULES
+
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+class LoRALinear(nn.Module):
+    """``base(x) + scale * B(A(x))``; A starts random, B zero, so training starts at the base."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.base = base
+        self.scale = alpha / rank
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, dtype=base.weight.dtype))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, dtype=base.weight.dtype))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+        self.enabled = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.enabled:
+            out = out + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+        return out
+
+
+def add_lora(model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...]) -> dict[tuple[int, str], LoRALinear]:
+    """Wrap every ``targets`` projection of every decoder layer; returns them by (layer, module)."""
+    unknown = set(targets) - set(LORA_MODULES)
+    if unknown:
+        raise ValueError(f"unknown LoRA targets {sorted(unknown)}; use some of {', '.join(LORA_MODULES)}")
+    wrapped: dict[tuple[int, str], LoRALinear] = {}
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if child_name in targets and isinstance(child, nn.Linear):
+                layer = _LAYER.search(f"{name}.")
+                if layer is None:
+                    continue
+                lora = LoRALinear(child, rank, alpha)
+                setattr(module, child_name, lora)
+                wrapped[(int(layer.group(1)), child_name)] = lora
+    if not wrapped:
+        raise ValueError(
+            f"found none of the LoRA targets {targets} inside decoder layers; is this a "
+            "Llama/Qwen-style model?"
+        )
+    return wrapped
+
+
+@contextmanager
+def adapters_disabled(loras: dict[tuple[int, str], LoRALinear]) -> Iterator[None]:
+    """Run the frozen base: the same network with every adapter switched off."""
+    for lora in loras.values():
+        lora.enabled = False
+    try:
+        yield
+    finally:
+        for lora in loras.values():
+            lora.enabled = True

@@ -1,0 +1,117 @@
+"""A causal LM prepared for red-flag training: <rf> token, trainable <rf> row(s), LoRA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rfsdk.convert.adapter import AdapterMetadata, LoraPair, save_adapter
+
+from .lora import LoRALinear, adapters_disabled, add_lora
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_NEVER = -1.0e4  # the frozen base never emits <rf>: its logit is pinned far below the rest
+
+
+class RfModel:
+    """The network being trained plus the switches to run it as the frozen base."""
+
+    def __init__(self, model: nn.Module, rf_id: int, loras: dict[tuple[int, str], LoRALinear]) -> None:
+        self.model = model
+        self.rf_id = rf_id
+        self.loras = loras
+        self.tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+    @classmethod
+    def prepare(
+        cls,
+        model: nn.Module,
+        tokenizer,
+        *,
+        rank: int = 8,
+        alpha: float = 16.0,
+        targets: tuple[str, ...] = DEFAULT_TARGETS,
+        token: str = "<rf>",
+        slot: str | None = None,
+    ) -> "RfModel":
+        """Add ``token`` (or take over the existing token ``slot``), freeze the model, add LoRA.
+
+        The new row starts at the mean of the existing rows; only that row (input and,
+        if untied, output) and the LoRA matrices are trained.
+        """
+        if slot is not None:
+            rf_id = tokenizer.convert_tokens_to_ids(slot)
+            if rf_id is None or rf_id == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(rf_id) != slot:
+                raise ValueError(f"slot {slot!r} is not a token of this tokenizer; name an existing reserved token.")
+        else:
+            if token in tokenizer.get_vocab():
+                raise ValueError(f"the tokenizer already has {token!r}; pass slot={token!r} to reuse it.")
+            tokenizer.add_special_tokens({"additional_special_tokens": [token]})
+            rf_id = tokenizer.convert_tokens_to_ids(token)
+            if rf_id >= model.get_input_embeddings().weight.shape[0]:
+                model.resize_token_embeddings(rf_id + 1, mean_resizing=False)
+        for param in model.parameters():
+            param.requires_grad_(False)
+        rf = cls(model, rf_id, add_lora(model, rank, alpha, targets))
+        with torch.no_grad():
+            for weight in rf._rf_weights():
+                others = torch.cat([weight[:rf_id], weight[rf_id + 1 :]])
+                weight[rf_id] = others.mean(dim=0)
+        for weight in rf._rf_weights():
+            weight.requires_grad_(True)
+            mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype)
+            mask[rf_id] = 1
+            weight.register_hook(lambda grad, mask=mask: grad * mask)
+        return rf
+
+    def _rf_weights(self) -> list[nn.Parameter]:
+        weights = [self.model.get_input_embeddings().weight]
+        if not self.tied:
+            weights.append(self.model.get_output_embeddings().weight)
+        return weights
+
+    def parameter_groups(self, lr: float, rf_lr: float) -> list[dict]:
+        """Optimizer groups: LoRA matrices at ``lr``, the <rf> row(s) at ``rf_lr``."""
+        lora = [p for m in self.loras.values() for p in (m.lora_a, m.lora_b)]
+        return [
+            {"params": lora, "lr": lr, "weight_decay": 0.0},
+            {"params": self._rf_weights(), "lr": rf_lr, "weight_decay": 0.0},
+        ]
+
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        """Logits of the trained network, one row per position: ``[len(ids), vocab]``."""
+        return self.model(input_ids=torch.tensor([ids])).logits[0].float()
+
+    @torch.no_grad()
+    def base_logits(self, ids: list[int]) -> torch.Tensor:
+        """Logits of the frozen base (adapters off, <rf> never emitted)."""
+        with adapters_disabled(self.loras):
+            logits = self.model(input_ids=torch.tensor([ids])).logits[0].float()
+        logits[:, self.rf_id] = _NEVER
+        return logits
+
+    def save_adapter(self, path: Path, *, base_model: str, threshold: float, slot: str | None = None) -> None:
+        """Write the LoRA and <rf> rows as an ``rfsdk-adapter/1`` safetensors file."""
+        first = next(iter(self.loras.values()))
+        embedding = self.model.get_input_embeddings().weight[self.rf_id]
+        output = None if self.tied else self.model.get_output_embeddings().weight[self.rf_id]
+        pairs = [
+            LoraPair(layer=layer, module=module, a=m.lora_a.detach().float().numpy(), b=m.lora_b.detach().float().numpy())
+            for (layer, module), m in sorted(self.loras.items())
+        ]
+        metadata = AdapterMetadata(
+            base_model=base_model,
+            lora_alpha=first.scale * first.lora_a.shape[0],
+            lora_rank=first.lora_a.shape[0],
+            rf_threshold=threshold,
+            slot=slot,
+        )
+        save_adapter(
+            path,
+            metadata,
+            embedding.detach().float().numpy(),
+            None if output is None else output.detach().float().numpy(),
+            pairs,
+        )
