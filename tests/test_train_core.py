@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the train extra is not installed")
 transformers = pytest.importorskip("transformers", reason="the train extra is not installed")
 
-from tokenizers import Tokenizer, models  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 
 from rfsdk.convert.adapter import load_adapter  # noqa: E402
 from rfsdk.train.loss import LossWeights  # noqa: E402
@@ -126,3 +126,21 @@ def test_checkpoint_and_resume(tmp_path):
     rest = train(resumed, harmful, benign, config, out_dir=tmp_path)
     assert len(rest) == 3
     assert rest[-1]["rf"] == pytest.approx(full[-1]["rf"], rel=1e-4)
+
+
+def test_tokenize_example_splits_at_the_assistant_header():
+    from rfsdk.prompt import CHATML_TEMPLATE
+    from rfsdk.train.tokenize import tokenize_example
+
+    vocab = {"<|im_start|>": 0, "<|im_end|>": 1, "user": 2, "assistant": 3, "\n": 4, "hi": 5, "hello": 6}
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="hi")), unk_token="hi"
+    )
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Split("\n", "isolated")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML_TEMPLATE
+    example = tokenize_example(tok, "hi", "hello", max_len=64)
+    assert example.answer == [6, 1, 4]  # hello <|im_end|> \n
+    assert example.prompt[-3:] == [0, 3, 4]  # <|im_start|> assistant \n
+    with pytest.raises(ValueError, match="max_len"):
+        tokenize_example(tok, "hi", "hello", max_len=4)
