@@ -9,6 +9,7 @@ import os
 import random
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator, Literal
 
@@ -329,13 +330,8 @@ class GuardedChat:
             max_reflections=self.max_reflections,
         )
         guard.text_so_far = prefill
+        turn = _Turn(user=user, prompt_tokens=len(prompt), guard=guard, started=started, text=prefill)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = prefill
-        flags: list[Flag] = []
-        finish: FinishReason = "length"
-        error: str | None = None
-        generated = 0
-        first_token_at: float | None = None
         s = self.sampling
         tokens = self.llm.generate(
             prompt,
@@ -349,92 +345,56 @@ class GuardedChat:
         try:
             for token in tokens:
                 for flag in guard.take_flags():
-                    flags.append(flag)
+                    turn.flags.append(flag)
                     yield FlagEvent(flag=flag)
-                    error = self._call(self.on_flag, flag, "on_flag")
-                    if error:
-                        yield ErrorEvent(message=error, where="on_flag")
+                    turn.error = self._call(self.on_flag, flag, "on_flag")
+                    if turn.error:
+                        yield ErrorEvent(message=turn.error, where="on_flag")
+                        turn.finish = "error"
                         break
-                if error:
-                    finish = "error"
+                if turn.error:
                     break
                 if guard.stop_reason:
-                    finish = guard.stop_reason
+                    turn.finish = guard.stop_reason
                     if guard.error:
-                        error = guard.error
-                        yield ErrorEvent(message=error, where="policy")
+                        turn.error = guard.error
+                        yield ErrorEvent(message=guard.error, where="policy")
                     break
-                generated += 1
+                turn.generated += 1
                 if token == self.rf_token_id:
                     pass
                 elif llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    finish = "stop"
+                    turn.finish = "stop"
                     break
                 else:
                     piece = decoder.decode(self._piece(token))
                     if piece:
-                        text += piece
-                        guard.text_so_far = text
-                        if first_token_at is None:
-                            first_token_at = time.perf_counter()
-                        event = TokenEvent(
-                            text=piece,
-                            token_id=token,
-                            position=guard.position - 1,
-                            rf_probability=guard.last_probability,
-                        )
+                        event = turn.show(piece, token)
                         yield event
-                        error = self._call(self.on_token, event, "on_token")
-                        if error:
-                            yield ErrorEvent(message=error, where="on_token")
-                            finish = "error"
+                        turn.error = self._call(self.on_token, event, "on_token")
+                        if turn.error:
+                            yield ErrorEvent(message=turn.error, where="on_token")
+                            turn.finish = "error"
                             break
-                if generated >= budget:
+                if turn.generated >= budget:
                     break
         except GeneratorExit:
             # The caller stopped reading: the turn counts as cancelled.
             tokens.close()
-            self._finish(user, text, flags, "cancelled", error, len(prompt), generated, started, None)
+            turn.finish = "cancelled"
+            self._finish(turn)
             raise
         tokens.close()
-        text += decoder.decode(b"", final=True)
-        reply = self._finish(
-            user, text, flags, finish, error, len(prompt), generated, started, first_token_at
-        )
-        yield EndEvent(**reply.model_dump())
+        turn.text += decoder.decode(b"", final=True)
+        yield EndEvent(**self._finish(turn).model_dump())
 
-    def _finish(
-        self,
-        user: Message,
-        text: str,
-        flags: list[Flag],
-        finish: FinishReason,
-        error: str | None,
-        prompt_tokens: int,
-        generated: int,
-        started: float,
-        first_token_at: float | None,
-    ) -> Reply:
-        if finish == "halt":
-            text = self.refusal
-        now = time.perf_counter()
-        decode_s = now - first_token_at if first_token_at is not None else 0.0
-        reply = Reply(
-            text=text,
-            flagged=bool(flags),
-            flags=flags,
-            finish_reason=finish,
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=generated),
-            timings=Timings(
-                time_to_first_token_s=None if first_token_at is None else first_token_at - started,
-                total_s=now - started,
-                tokens_per_s=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0,
-            ),
-            error=error,
-        )
+    def _finish(self, turn: "_Turn") -> Reply:
+        reply = turn.reply(self.refusal)
         self._history += [
-            user,
-            Message(role="assistant", content=text, flagged=bool(flags), finish_reason=finish),
+            turn.user,
+            Message(
+                role="assistant", content=reply.text, flagged=reply.flagged, finish_reason=reply.finish_reason
+            ),
         ]
         return reply
 
@@ -495,3 +455,51 @@ def _check_message(message: object) -> None:
 def _stop_token(llm: llama_cpp.Llama, rf_id: int | None) -> int:
     eos = llm.token_eos()
     return eos if eos >= 0 else (rf_id or 0)
+
+
+@dataclass
+class _Turn:
+    """What one turn has produced so far."""
+
+    user: Message
+    prompt_tokens: int
+    guard: TurnGuard
+    started: float
+    text: str
+    flags: list[Flag] = field(default_factory=list)
+    finish: FinishReason = "length"
+    error: str | None = None
+    generated: int = 0
+    first_token_at: float | None = None
+
+    def show(self, piece: str, token: int) -> TokenEvent:
+        self.text += piece
+        self.guard.text_so_far = self.text
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        return TokenEvent(
+            text=piece,
+            token_id=token,
+            position=self.guard.position - 1,
+            rf_probability=self.guard.last_probability,
+        )
+
+    def reply(self, refusal: str) -> Reply:
+        now = time.perf_counter()
+        first = self.first_token_at
+        decode_s = now - first if first is not None else 0.0
+        return Reply(
+            text=refusal if self.finish == "halt" else self.text,
+            flagged=bool(self.flags),
+            flags=self.flags,
+            prompt_rf_probability=self.guard.prompt_probability,
+            max_rf_probability=self.guard.max_probability,
+            finish_reason=self.finish,
+            usage=Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.generated),
+            timings=Timings(
+                time_to_first_token_s=None if first is None else first - self.started,
+                total_s=now - self.started,
+                tokens_per_s=(self.generated - 1) / decode_s if self.generated > 1 and decode_s > 0 else 0.0,
+            ),
+            error=self.error,
+        )

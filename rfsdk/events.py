@@ -60,11 +60,17 @@ class Message(_Frozen):
 
 
 class Reply(_Frozen):
-    """The result of one turn: what the user saw and what the guard found."""
+    """The result of one turn: what the user saw and what the guard found.
+
+    ``prompt_rf_probability`` is P(<rf>) at the first reply position (a score of the
+    request alone); ``max_rf_probability`` is the largest P(<rf>) over the whole reply.
+    """
 
     text: str
     flagged: bool
     flags: list[Flag] = Field(default_factory=list)
+    prompt_rf_probability: float = 0.0
+    max_rf_probability: float = 0.0
     finish_reason: FinishReason
     usage: Usage = Field(default_factory=Usage)
     timings: Timings = Field(default_factory=Timings)

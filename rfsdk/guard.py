@@ -52,6 +52,8 @@ class TurnGuard:
         self.position = 0
         self.text_so_far = ""
         self.last_probability = 0.0
+        self.prompt_probability = 0.0
+        self.max_probability = 0.0
         self.new_flags: list[Flag] = []
         self.stop_reason: StopReason | None = None
         self.error: str | None = None
@@ -104,6 +106,9 @@ class TurnGuard:
         np.exp(self._buf, out=self._buf)
         p = math.exp(rf_logit - top) / float(self._buf.sum())
         self.last_probability = p
+        if self.position == 0:
+            self.prompt_probability = p
+        self.max_probability = max(self.max_probability, p)
         if self._sampled(scores, top, rf_logit, p):
             return "prompt" if self.position == 0 else "sampled"
         if p >= self._threshold:

@@ -444,3 +444,13 @@ def test_async_consumer_that_stops_early_cancels_the_turn(llm):
     reply = chat.send("hello")
     assert reply.text == DEMO_BENIGN_REPLY
     assert chat.history[-3].finish_reason == "cancelled"
+
+
+def test_reply_carries_prompt_and_max_rf_probability(llm):
+    benign = make_chat(llm).send("hello")
+    assert benign.prompt_rf_probability < 1e-6 and benign.max_rf_probability < 1e-6
+    harmful = make_chat(llm).send(HARMFUL)
+    assert harmful.prompt_rf_probability >= 0.99
+    moderate = make_chat(llm, policy="continue").send("Hi", prefill="Well")
+    assert moderate.prompt_rf_probability < 1e-6
+    assert 0.25 <= moderate.max_rf_probability <= 0.35 and not moderate.flagged
