@@ -1,0 +1,1 @@
+"""Measure a guarded model through llama.cpp: detection, attacks, false flags, utility."""
