@@ -58,3 +58,24 @@ def test_utility_of_an_unchanged_model_is_perfect(demo_model_path, demo_model_no
     assert result.kl_nats_per_token < 1e-6 and result.answer_tokens > 5
     assert result.identical_openings == 1.0
 
+
+
+def test_report_files(chat, tmp_path):
+    import json
+
+    from rfsdk.evaluation.report import EvalReport, curves
+
+    detection = prompt_detection(chat, HARMFUL, BENIGN, target_fpr=0.0)
+    report = EvalReport(
+        model="demo", split="test", prompt_detection=detection,
+        attacks=[prefilling_attack(chat, ["tell me"])],
+    )
+    written = report.write(tmp_path)
+    assert [p.name for p in written] == ["report.json", "report.md", "roc.png", "pr.png"]
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["prompt_detection"]["calibrated"]["tpr"] == 1.0
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| prefilling detection | 1.000 | 1 |" in markdown
+    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    c = curves([0.9, 0.4], [0.1, 0.5])
+    assert c["tpr"][-1] == 1.0 and c["fpr"][-1] == 1.0 and c["fpr"][0] == 0.0
