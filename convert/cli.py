@@ -1,4 +1,4 @@
-"""The ``rf-convert`` command line: inspect and patch GGUF models with the <rf> token."""
+"""The ``rf-convert`` command line: inspect, patch and convert (from HF) GGUF models with the <rf> token."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import click
 
 from rfsdk.errors import RfsdkError
 
+from .hf import OUTTYPES, HfConvertReport, convert_hf
 from .inspect import inspect_gguf, render_table
 from .patch import PatchReport, patch_gguf
 
@@ -70,6 +71,87 @@ def patch(base: Path, adapter: Path, out: Path, force: bool, quiet: bool) -> Non
         click.echo(f"note: {note}", err=True)
     if not quiet:
         click.echo(_summary(report))
+
+
+@main.command(short_help="Convert a Hugging Face checkpoint folder with <rf> to GGUF.")
+@click.argument("src", type=_PATH)
+@click.argument("out", type=_PATH)
+@click.option(
+    "--outtype",
+    type=click.Choice(OUTTYPES, case_sensitive=False),
+    default="f16",
+    show_default=True,
+    help="Tensor storage. K-quants (q4_k_m, q5_k_m, q6_k) are made by llama.cpp's quantizer.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="rf.threshold to store (default: \"threshold\" of SRC/rf_config.json, else none).",
+)
+@click.option("--no-rf", is_flag=True, help="Convert even if the tokenizer has no <rf> token.")
+@click.option(
+    "--tokenizer-pre",
+    metavar="NAME",
+    help="llama.cpp pre-tokenizer name (e.g. qwen2, llama-bpe, smollm) when it cannot be detected.",
+)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors only.")
+def hf(
+    src: Path,
+    out: Path,
+    outtype: str,
+    threshold: float | None,
+    no_rf: bool,
+    tokenizer_pre: str | None,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """Write OUT.gguf from SRC, a Hugging Face checkpoint folder.
+
+    SRC holds config.json, *.safetensors (sharded or not) and tokenizer.json; its tokenizer must
+    have <rf> as a special token. SRC is never modified; OUT appears only once it is complete.
+    Pickled weights (*.bin, *.pt) are refused.
+    """
+    with _user_errors(), ExitStack() as stack:
+        bars: list[ProgressBar[str | None]] = []
+
+        def progress(name: str, done: int, total: int) -> None:
+            if not bars:
+                bar = click.progressbar(
+                    length=total, label="writing", item_show_func=lambda item: item, file=sys.stderr
+                )
+                bars.append(stack.enter_context(bar))
+            bars[0].update(done - bars[0].pos, current_item=name)
+
+        report = convert_hf(
+            src,
+            out,
+            outtype=outtype.lower(),
+            threshold=threshold,
+            require_rf=not no_rf,
+            tokenizer_pre=tokenizer_pre,
+            force=force,
+            progress=None if quiet else progress,
+        )
+    if not quiet:
+        click.echo(_hf_summary(report))
+
+
+def _hf_summary(report: HfConvertReport) -> str:
+    rf = (
+        f"<rf> is CONTROL token {report.rf_token_id}; threshold: {report.threshold}"
+        if report.rf_token_id is not None
+        else "no <rf> token (--no-rf)"
+    )
+    padded = f" ({report.n_padded} [PAD] tokens added)" if report.n_padded else ""
+    lines = [
+        f"{report.hf_architecture} -> {report.architecture}, {report.n_tensors} tensors as {report.outtype}"
+        f"{', tied embeddings' if report.tied_embeddings else ''}",
+        f"vocabulary: {report.n_vocab} tokens{padded}; pre-tokenizer: {report.tokenizer_pre}",
+        rf,
+        f"wrote {report.out} ({report.out_bytes / 1e6:.1f} MB) in {report.seconds:.1f} s",
+    ]
+    return "\n".join(lines)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]
         raise ModelNotFoundError(f"adapter file not found: {path}. Check the path.")
     if not path.is_file():
         raise ConversionError(f"{path} is not a file. Pass the path of a .safetensors adapter.")
-    raw = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+    raw = _map(path)
     header, data_start = _parse_header(path, raw)
     metadata = header.pop("__metadata__", {})
     if not isinstance(metadata, dict) or not all(
@@ -40,6 +41,43 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]
         raise ConversionError(f"{path}: safetensors __metadata__ must map strings to strings.")
     data = raw[data_start:]
     return {name: _tensor(path, name, info, data) for name, info in header.items()}, metadata
+
+
+@dataclass(frozen=True)
+class LazyTensor:
+    """One tensor of a safetensors file: its dtype and shape now, its float32 values on :meth:`load`."""
+
+    path: Path
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    _info: dict[str, Any]
+    _data: np.ndarray
+    _what: str
+
+    def load(self) -> np.ndarray:
+        """The tensor's values as float32 (read from the memory-mapped file only now)."""
+        return _tensor(self.path, self.name, self._info, self._data, self._what)
+
+
+def index_safetensors(path: Path, what: str = "checkpoint") -> dict[str, LazyTensor]:
+    """The tensors of safetensors file ``path``, described but not read (``what`` names the file in errors)."""
+    if not path.is_file():
+        raise ModelNotFoundError(f"{what} file not found: {path}. Check the path.")
+    raw = _map(path)
+    header, data_start = _parse_header(path, raw, what)
+    header.pop("__metadata__", None)
+    data = raw[data_start:]
+    index = {}
+    for name, info in header.items():
+        if not isinstance(info, dict) or not isinstance(info.get("shape"), list):
+            raise ConversionError(
+                f"{path}: tensor {name!r} lacks dtype, shape or data_offsets; the file is not valid safetensors."
+            )
+        index[name] = LazyTensor(
+            path, name, str(info.get("dtype")), tuple(info["shape"]), info, data, what
+        )
+    return index
 
 
 def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
@@ -70,37 +108,41 @@ def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: M
             fh.write(blob)
 
 
-def _parse_header(path: Path, raw: np.ndarray) -> tuple[dict[str, object], int]:
+def _map(path: Path) -> np.ndarray:
+    return np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+
+
+def _parse_header(path: Path, raw: np.ndarray, what: str = "adapter") -> tuple[dict[str, object], int]:
     not_st = f"{path} is not a safetensors file"
     if raw.size < 8:
-        raise ConversionError(f"{not_st} (only {raw.size} bytes). Pass the adapter .safetensors file.")
+        raise ConversionError(f"{not_st} (only {raw.size} bytes). Pass the {what} .safetensors file.")
     (length,) = struct.unpack("<Q", raw[:8].tobytes())
     if length > min(_MAX_HEADER_BYTES, raw.size - 8):
         raise ConversionError(
             f"{not_st} or it is truncated (header claims {length} bytes, file has {raw.size}). "
-            "Pass the adapter .safetensors file."
+            f"Pass the {what} .safetensors file."
         )
     try:
         header = json.loads(raw[8 : 8 + length].tobytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConversionError(
-            f"{not_st} (its header is not JSON: {exc}). Pass the adapter .safetensors file."
+            f"{not_st} (its header is not JSON: {exc}). Pass the {what} .safetensors file."
         ) from exc
     if not isinstance(header, dict):
         raise ConversionError(
-            f"{not_st} (its header is not a JSON object). Pass the adapter .safetensors file."
+            f"{not_st} (its header is not a JSON object). Pass the {what} .safetensors file."
         )
     return header, 8 + length
 
 
-def _tensor(path: Path, name: str, info: object, data: np.ndarray) -> np.ndarray:
+def _tensor(path: Path, name: str, info: object, data: np.ndarray, what: str = "adapter") -> np.ndarray:
     bad = f"{path}: tensor {name!r}"
     if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
         raise ConversionError(f"{bad} lacks dtype, shape or data_offsets; the file is not valid safetensors.")
     dtype = _READ_DTYPES.get(info["dtype"])
     if dtype is None:
         raise ConversionError(
-            f"{bad} has dtype {info['dtype']!r}; adapters must hold F32, F16 or BF16 tensors. "
+            f"{bad} has dtype {info['dtype']!r}; {what} tensors must be F32, F16 or BF16. "
             "Re-export it as float32."
         )
     shape, offsets = info["shape"], info["data_offsets"]
