@@ -1,41 +1,60 @@
-"""How rfchat shows events: styled text on a terminal, JSON lines with --json."""
+"""How rfchat shows a session: styled text on a terminal, JSON lines with --json."""
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any, Protocol
 
 import click
 
 from rfsdk.events import EndEvent, ErrorEvent, Event, Flag, FlagEvent, NoticeEvent, TokenEvent
 
 _ACTION_TEXT = {
-    "halt": "reply stopped",
-    "continue": "recorded, reply continues",
-    "reflect": "<rf> put into context, model continues",
-    None: "",
+    "halt": "halt: reply stopped",
+    "continue": "continue: flag recorded, reply goes on",
+    "reflect": "reflect: <rf> put into the context, the model goes on",
 }
 
 
 def flag_line(flag: Flag) -> str:
-    """One line describing a flag for people."""
-    where = "before the reply" if flag.source == "prompt" else f"at token {flag.position}"
-    return (
-        f"⚑ red flag {where}: P(<rf>)={flag.probability:.2f}, {flag.source}; "
-        f"{_ACTION_TEXT[flag.action]}"
-    )
+    """One line describing a flag for people: where, P(<rf>), source, what the policy did."""
+    where = "before the reply" if flag.source == "prompt" else f"at reply token {flag.position}"
+    parts = [f"⚑ red flag {where}", f"P(<rf>)={flag.probability:.2f}", f"source: {flag.source}"]
+    if flag.action is not None:
+        parts.append(_ACTION_TEXT[flag.action])
+    return " · ".join(parts)
 
 
-class TextRenderer:
-    """Streams a turn as text; styles are dropped automatically when not on a terminal."""
+class Ui(Protocol):
+    """Where a session's output goes."""
+
+    def begin(self, prefill: str) -> None:
+        """A reply starts with ``prefill`` already written."""
+
+    def event(self, event: Event) -> None:
+        """Show one event of a turn."""
+
+    def info(self, command: str, text: str, **data: Any) -> None:
+        """Show what a /command did (``data``: the same as fields, for machines)."""
+
+    def error(self, message: str) -> None:
+        """Show an error the session survives."""
+
+
+class TextUi:
+    """Streams turns as text; styles are dropped automatically when not on a terminal."""
 
     def __init__(self) -> None:
         self._at_line_start = True
+        self._pending = ""
 
-    def __call__(self, event: Event) -> None:
+    def begin(self, prefill: str) -> None:
+        self._pending = prefill
+
+    def event(self, event: Event) -> None:
         if isinstance(event, TokenEvent):
-            click.echo(event.text, nl=False)
-            self._at_line_start = event.text.endswith("\n")
-            sys.stdout.flush()
+            self._write(self._take_pending() + event.text)
         elif isinstance(event, FlagEvent):
             self._line(click.style(flag_line(event.flag), fg="red", bold=True))
         elif isinstance(event, NoticeEvent):
@@ -43,15 +62,37 @@ class TextRenderer:
         elif isinstance(event, ErrorEvent):
             self._line(click.style(f"error in {event.where}: {event.message}", fg="red"))
         elif isinstance(event, EndEvent):
-            if event.finish_reason == "halt":
-                self._line(click.style(event.text, fg="red"))
-            elif event.finish_reason == "cancelled":
-                self._line(click.style("(reply cancelled)", dim=True))
-            elif event.finish_reason == "length":
-                self._line(click.style("(reply cut: token limit reached)", dim=True))
-            if not self._at_line_start:
-                click.echo()
-            self._at_line_start = True
+            self._end(event)
+
+    def info(self, command: str, text: str, **data: Any) -> None:
+        click.echo(text)
+
+    def error(self, message: str) -> None:
+        click.echo(click.style(f"error: {message}", fg="red"), err=True)
+
+    def _end(self, end: EndEvent) -> None:
+        if end.finish_reason == "halt":
+            self._pending = ""
+            self._line(click.style(end.text, fg="red"))
+        else:
+            self._write(self._take_pending())
+        if end.finish_reason == "cancelled":
+            self._line(click.style("(reply cancelled)", dim=True))
+        elif end.finish_reason == "length":
+            self._line(click.style("(reply cut: token limit reached)", dim=True))
+        if not self._at_line_start:
+            click.echo()
+        self._at_line_start = True
+
+    def _take_pending(self) -> str:
+        pending, self._pending = self._pending, ""
+        return pending
+
+    def _write(self, text: str) -> None:
+        if text:
+            click.echo(text, nl=False)
+            sys.stdout.flush()
+            self._at_line_start = text.endswith("\n")
 
     def _line(self, text: str) -> None:
         if not self._at_line_start:
@@ -60,6 +101,18 @@ class TextRenderer:
         self._at_line_start = True
 
 
-def json_renderer(event: Event) -> None:
-    """Writes each event as one JSON line."""
-    click.echo(event.model_dump_json())
+class JsonUi:
+    """Writes every event, command result and error as one JSON line on stdout."""
+
+    def begin(self, prefill: str) -> None:
+        pass
+
+    def event(self, event: Event) -> None:
+        click.echo(event.model_dump_json())
+
+    def info(self, command: str, text: str, **data: Any) -> None:
+        line = {"kind": "command", "command": command, "text": text, **data}
+        click.echo(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+
+    def error(self, message: str) -> None:
+        click.echo(ErrorEvent(message=message, where="rfchat").model_dump_json())

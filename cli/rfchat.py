@@ -2,196 +2,122 @@
 
 from __future__ import annotations
 
-import signal
+import os
 import sys
-import threading
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Callable, Iterator
 
 import click
 
 from rfsdk import GuardedChat, RfsdkError, SamplingConfig, default_model
-from rfsdk.events import EndEvent, Event
 
-from .render import TextRenderer, json_renderer
+from .commands import KEYS, command_table
+from .console import banner, interact
+from .model_arg import resolve_model_arg
+from .render import JsonUi, TextUi
+from .session import Session
 
-HELP = """Commands:
-  /help               this help
-  /reset              forget the conversation
-  /system [TEXT]      show or set the system prompt (empty TEXT clears it)
-  /policy [NAME]      show or set the policy: halt, continue, reflect
-  /threshold [P]      show or set the P(<rf>) threshold, 0 < P <= 1
-  /save FILE          save the conversation as JSON
-  /load FILE          load a conversation saved with /save
-  /stats              tokens/s and flags so far
-  /quit               leave (Ctrl-D works too)
-Ctrl-C stops the reply being written; at the prompt it leaves."""
+_EPILOG = f"""\b
+Examples:
+  rfchat                                  chat with the default model
+  rfchat -m model.gguf -p continue -t 0.3
+  rfchat -m org/repo                      the only .gguf file of a Hugging Face repo
+  rfchat --once 'Hello' --json            one turn, events as JSON lines
+  printf 'Hello\\n/stats\\n' | rfchat       one message or /command per line
+  rfchat --prefill 'Sure, here is'        test a prefilling attack
 
+\b
+Commands:
+{command_table()}
 
-class Session:
-    """One rfchat session: the chat plus running statistics."""
-
-    def __init__(self, chat: GuardedChat, render: Callable[[Event], None]) -> None:
-        self.chat = chat
-        self.render = render
-        self.turns = 0
-        self.flags = 0
-        self.tokens = 0
-        self.decode_s = 0.0
-
-    def turn(self, message: str) -> EndEvent | None:
-        end = None
-        with _cancel_on_sigint(self.chat):
-            for event in self.chat.stream(message):
-                self.render(event)
-                if isinstance(event, EndEvent):
-                    end = event
-        if end is not None:
-            self.turns += 1
-            self.flags += len(end.flags)
-            self.tokens += end.usage.completion_tokens
-            if end.timings.tokens_per_s:
-                self.decode_s += end.usage.completion_tokens / end.timings.tokens_per_s
-        return end
-
-    def stats(self) -> str:
-        rate = self.tokens / self.decode_s if self.decode_s else 0.0
-        return (
-            f"turns {self.turns}, reply tokens {self.tokens}, {rate:.1f} tokens/s, "
-            f"flags {self.flags}, policy {self.chat.policy}, threshold {self.chat.threshold:g}"
-        )
-
-    def command(self, line: str) -> bool:
-        """Run a /command; False means leave."""
-        name, _, arg = line[1:].partition(" ")
-        arg = arg.strip()
-        chat = self.chat
-        if name in ("quit", "exit", "q"):
-            return False
-        if name == "help":
-            click.echo(HELP)
-        elif name == "reset":
-            chat.reset()
-            click.echo("Conversation cleared.")
-        elif name == "system":
-            if arg or line.rstrip() != "/system":
-                chat.system = arg or None
-            click.echo(f"System prompt: {chat.system or '(none)'}")
-        elif name == "policy":
-            if arg:
-                chat.policy = arg
-            click.echo(f"Policy: {chat.policy}")
-        elif name == "threshold":
-            if arg:
-                chat.threshold = float(arg)
-            click.echo(f"Threshold: {chat.threshold:g}")
-        elif name == "save":
-            _need(arg, "/save FILE")
-            chat.save_history(Path(arg).expanduser())
-            click.echo(f"Saved {len(chat.history)} messages to {arg}.")
-        elif name == "load":
-            _need(arg, "/load FILE")
-            chat.load_history(Path(arg).expanduser())
-            click.echo(f"Loaded {len(chat.history)} messages from {arg}.")
-        elif name == "stats":
-            click.echo(self.stats())
-        else:
-            click.echo(f"Unknown command /{name}. Type /help for the list.")
-        return True
+{KEYS.replace(chr(10), " ")}
+"""
 
 
-def _need(arg: str, usage: str) -> None:
-    if not arg:
-        raise click.UsageError(f"usage: {usage}")
-
-
-@contextmanager
-def _cancel_on_sigint(chat: GuardedChat) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, lambda *_: chat.cancel())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _build_chat(
-    model: str | None, threshold, policy, system, temperature, max_tokens, n_ctx, n_gpu_layers,
-    unguarded, seed, quiet,
-) -> GuardedChat:
-    if model is None:
-        info = default_model()
-        model = str(info.path)
-        if not quiet:
-            click.echo(click.style(f"rfchat: using the {info.description}", dim=True), err=True)
-    return GuardedChat(
-        model,
-        threshold=threshold,
-        policy=policy,
-        system=system,
-        sampling=SamplingConfig(temperature=temperature, max_tokens=max_tokens, seed=seed),
-        n_ctx=n_ctx,
-        n_gpu_layers=n_gpu_layers,
-        allow_unguarded=unguarded,
-    )
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "-m", help="GGUF path or hf://org/repo/file.gguf (default: bundled).")
-@click.option("--threshold", "-t", type=click.FloatRange(0, 1, min_open=True), help="P(<rf>) threshold.")
-@click.option("--policy", "-p", type=click.Choice(["halt", "continue", "reflect"]), default="halt", show_default=True)
-@click.option("--system", "-s", help="System prompt.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--n-ctx", type=click.IntRange(min=64), help="Context size (default: model's, at most 4096).")
-@click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU (-1: all).")
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=_EPILOG,
+)
+@click.option("--model", "-m", metavar="MODEL", help="GGUF file, hf://org/repo/file.gguf, or a Hugging Face repo id org/repo.  [default: the bundled model]")
+@click.option("--model-file", metavar="FILE", help="With a repo id: which .gguf file of the repo.")
+@click.option("--policy", "-p", type=click.Choice(["halt", "continue", "reflect"]), default="halt", show_default=True, help="What to do when the guard fires.")
+@click.option("--threshold", "-t", type=click.FloatRange(0, 1, min_open=True), metavar="P", help="Fire when P(<rf>) >= P.  [default: the model's calibrated value, else 0.5]")
+@click.option("--system", "-s", metavar="TEXT", help="System prompt.")
+@click.option("--prefill", metavar="TEXT", default="", help="Start every reply with TEXT (to test prefilling attacks).")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True, help="Sampling temperature; 0 is greedy.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True, help="Longest reply, in tokens.")
 @click.option("--seed", type=int, help="Sampling seed, for repeatable replies.")
-@click.option("--once", "once", metavar="PROMPT", help="Answer one prompt and exit.")
-@click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
-@click.option("--allow-unguarded", is_flag=True, help="Chat with a model that has no <rf> token.")
-def main(model, threshold, policy, system, temperature, max_tokens, n_ctx, n_gpu_layers, seed, once, as_json, allow_unguarded):
-    """Chat with a local model whose replies are watched by the <rf> red-flag guard."""
-    interactive = once is None and sys.stdin.isatty()
+@click.option("--n-ctx", type=click.IntRange(min=64), help="Context size in tokens.  [default: the model's, at most 4096]")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="CPU threads for llama.cpp.  [default: half the cores]")
+@click.option("--n-gpu-layers", type=int, default=0, show_default=True, metavar="N", help="Layers to offload to a GPU (-1: all; needs a GPU build of llama-cpp-python).")
+@click.option("--once", metavar="MESSAGE", help="Answer one message and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Write events and command results as JSON lines.")
+@click.option("--quiet", "-q", is_flag=True, help="No banner or notes, only the conversation.")
+@click.option("--allow-unguarded", is_flag=True, help="Chat with a model that has no <rf> token (no guard).")
+@click.version_option(package_name="rfsdk", prog_name="rfchat", message="%(prog)s %(version)s")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    model: str | None,
+    model_file: str | None,
+    policy: str,
+    threshold: float | None,
+    system: str | None,
+    prefill: str,
+    temperature: float,
+    max_tokens: int,
+    seed: int | None,
+    n_ctx: int | None,
+    threads: int | None,
+    n_gpu_layers: int,
+    once: str | None,
+    as_json: bool,
+    quiet: bool,
+    allow_unguarded: bool,
+) -> None:
+    """Chat with a local model whose replies are watched by the <rf> red-flag guard.
+
+    Type a message to get a reply, or a /command (listed below). With --once, or with
+    input piped in, rfchat runs without a prompt and exits when done; the exit status
+    is 1 if any line failed. Colours are used only on a terminal, and never with NO_COLOR set.
+    """
+    if model_file is not None and model is None:
+        raise click.UsageError("--model-file names a file of the repo given with --model org/repo.")
+    if os.environ.get("NO_COLOR"):
+        ctx.color = False
+    quiet = quiet or as_json
     try:
-        chat = _build_chat(
-            model, threshold, policy, system, temperature, max_tokens, n_ctx, n_gpu_layers,
-            allow_unguarded, seed, quiet=as_json,
+        if model is None:
+            info = default_model()
+            path = info.path
+            if not quiet:
+                click.echo(click.style(f"rfchat: using the {info.description}", dim=True), err=True)
+        else:
+            path = resolve_model_arg(model, model_file)
+        chat = GuardedChat(
+            path,
+            threshold=threshold,
+            policy=policy,
+            system=system,
+            sampling=SamplingConfig(temperature=temperature, max_tokens=max_tokens, seed=seed),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_gpu_layers=n_gpu_layers,
+            allow_unguarded=allow_unguarded,
         )
     except (RfsdkError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    session = Session(chat, json_renderer if as_json else TextRenderer())
+    session = Session(chat, JsonUi() if as_json else TextUi(), prefill=prefill)
     if once is not None:
-        _turn_or_fail(session, once)
-        return
-    if not interactive:
+        try:
+            session.turn(once)
+        except (RfsdkError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    elif sys.stdin.isatty():
+        if not quiet:
+            banner(session)
+        interact(session, color=ctx.color is not False and sys.stdout.isatty())
+    else:
         for line in sys.stdin:
-            if line.strip():
-                _turn_or_fail(session, line.rstrip("\n"))
-        return
-    click.echo(click.style("Type a message, /help for commands, Ctrl-D to leave.", dim=True))
-    while True:
-        try:
-            line = click.prompt(click.style("you", fg="cyan", bold=True), prompt_suffix="> ", default="", show_default=False)
-        except (EOFError, KeyboardInterrupt, click.Abort):
-            click.echo()
-            return
-        if not line.strip():
-            continue
-        try:
-            if line.startswith("/"):
-                if not session.command(line.strip()):
-                    return
-            else:
-                session.turn(line)
-        except (RfsdkError, ValueError, OSError, click.UsageError) as exc:
-            click.echo(click.style(f"error: {exc}", fg="red"), err=True)
-
-
-def _turn_or_fail(session: Session, message: str) -> None:
-    try:
-        session.turn(message)
-    except (RfsdkError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+            if not session.handle(line):
+                break
+    if session.errors:
+        ctx.exit(1)

@@ -45,6 +45,11 @@ def resolve_model(spec: str | os.PathLike[str], *, filename: str | None = None) 
     return _local_file(Path(text).expanduser())
 
 
+def hf_cache_folder(repo_id: str) -> Path:
+    """Folder of the rfsdk cache that holds the files downloaded from Hugging Face repo ``org/repo``."""
+    return cache_dir() / "models" / repo_id.replace("/", "--")
+
+
 def default_base_model_path() -> Path:
     """Path of the base model ``SmolLM2-135M-Instruct.Q4_1.gguf``.
 
@@ -101,7 +106,7 @@ def _hf_file(repo_id: str, filename: str) -> Path:
             f"Cannot use repo {repo_id!r} with file {filename!r}: name a Hugging Face repo as 'org/repo' "
             "and a file by its relative path inside it, e.g. hf://org/repo/model.gguf."
         )
-    folder = cache_dir() / "models" / f"{parts[0]}--{parts[1]}"
+    folder = hf_cache_folder(repo_id)
     target = folder / inner
     if os.path.isfile(target):
         return target
