@@ -17,7 +17,8 @@ def banner(session: Session) -> None:
     """Model, guard settings and keys, on stderr."""
     chat = session.chat
     guard = f"policy {chat.policy} · threshold {chat.threshold:g}" if chat.guarded else "NO GUARD"
-    info = f"{Path(chat.model_path).name} · {guard} · {chat.llm.n_threads} threads"
+    threads = chat.llm.n_threads
+    info = f"{Path(chat.model_path).name} · {guard} · {threads} thread{'' if threads == 1 else 's'}"
     click.echo(click.style(info, dim=True), err=True)
     keys = "Type a message. /help lists commands; Ctrl-C stops a reply; Ctrl-D leaves."
     click.echo(click.style(keys, dim=True), err=True)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from rfsdk import GuardedChat, RfsdkError, SamplingConfig, default_model
+from rfsdk import GuardedChat, MissingRfTokenError, RfsdkError, SamplingConfig, default_model
 
 from .commands import KEYS, command_table
 from .console import banner, interact
@@ -103,6 +103,8 @@ def main(
             n_gpu_layers=n_gpu_layers,
             allow_unguarded=allow_unguarded,
         )
+    except MissingRfTokenError as exc:
+        raise click.ClickException(f"{exc} (In rfchat: --allow-unguarded.)") from None
     except (RfsdkError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     session = Session(chat, JsonUi() if as_json else TextUi(), prefill=prefill)
