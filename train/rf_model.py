@@ -61,10 +61,15 @@ class RfModel:
                 weight[rf_id] = others.mean(dim=0)
         for weight in rf._rf_weights():
             weight.requires_grad_(True)
-            mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype)
+            mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
             mask[rf_id] = 1
             weight.register_hook(lambda grad, mask=mask: grad * mask)
         return rf
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return self.model.get_input_embeddings().weight.device
 
     def _rf_weights(self) -> list[nn.Parameter]:
         weights = [self.model.get_input_embeddings().weight]
@@ -82,17 +87,19 @@ class RfModel:
 
     def logits(self, ids: list[int]) -> torch.Tensor:
         """Logits of the trained network, one row per position: ``[len(ids), vocab]``."""
-        return self.model(input_ids=torch.tensor([ids])).logits[0].float()
+        return self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float()
 
     @torch.no_grad()
     def base_logits(self, ids: list[int]) -> torch.Tensor:
         """Logits of the frozen base (adapters off, <rf> never emitted)."""
         with adapters_disabled(self.loras):
-            logits = self.model(input_ids=torch.tensor([ids])).logits[0].float()
+            logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float()
         logits[:, self.rf_id] = _NEVER
         return logits
 
-    def save_adapter(self, path: Path, *, base_model: str, threshold: float, slot: str | None = None) -> None:
+    def save_adapter(
+        self, path: Path, *, base_model: str, threshold: float, slot: str | None = None, base_sha256: str | None = None
+    ) -> None:
         """Write the LoRA and <rf> rows as an ``rfsdk-adapter/1`` safetensors file."""
         first = next(iter(self.loras.values()))
         embedding = self.model.get_input_embeddings().weight[self.rf_id]
@@ -103,6 +110,7 @@ class RfModel:
         ]
         metadata = AdapterMetadata(
             base_model=base_model,
+            base_sha256=base_sha256,
             lora_alpha=first.scale * first.lora_a.shape[0],
             lora_rank=first.lora_a.shape[0],
             rf_threshold=threshold,

