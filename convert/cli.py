@@ -15,6 +15,7 @@ from rfsdk.errors import RfsdkError
 
 from .hf import OUTTYPES, HfConvertReport, convert_hf
 from .inspect import inspect_gguf, render_table
+from .llama_quantize import LLAMA_OUTTYPES
 from .patch import PatchReport, patch_gguf
 
 if TYPE_CHECKING:
@@ -81,7 +82,8 @@ def patch(base: Path, adapter: Path, out: Path, force: bool, quiet: bool) -> Non
     type=click.Choice(OUTTYPES, case_sensitive=False),
     default="f16",
     show_default=True,
-    help="Tensor storage. K-quants (q4_k_m, q5_k_m, q6_k) are made by llama.cpp's quantizer.",
+    help="Tensor storage. f32/f16/bf16/q8_0 are written directly; the others (K-quants, q4_0, ...) "
+    "are made from an unquantized file by llama.cpp's quantizer.",
 )
 @click.option(
     "--threshold",
@@ -94,6 +96,11 @@ def patch(base: Path, adapter: Path, out: Path, force: bool, quiet: bool) -> Non
     metavar="NAME",
     help="llama.cpp pre-tokenizer name (e.g. qwen2, llama-bpe, smollm) when it cannot be detected.",
 )
+@click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="Read pickled PyTorch weights (*.bin) when SRC has no safetensors. Only for trusted files; needs torch.",
+)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors only.")
 def hf(
@@ -103,14 +110,16 @@ def hf(
     threshold: float | None,
     no_rf: bool,
     tokenizer_pre: str | None,
+    allow_pickle: bool,
     force: bool,
     quiet: bool,
 ) -> None:
     """Write OUT.gguf from SRC, a Hugging Face checkpoint folder.
 
-    SRC holds config.json, *.safetensors (sharded or not) and tokenizer.json; its tokenizer must
-    have <rf> as a special token. SRC is never modified; OUT appears only once it is complete.
-    Pickled weights (*.bin, *.pt) are refused.
+    SRC holds config.json, *.safetensors (sharded or not) and the tokenizer (tokenizer.json, or
+    tokenizer.model for SentencePiece models); the tokenizer must have <rf> as a special token.
+    SRC is never modified; OUT appears only once it is complete. Pickled weights (*.bin) are
+    refused unless --allow-pickle is given.
     """
     with _user_errors(), ExitStack() as stack:
         bars: list[ProgressBar[str | None]] = []
@@ -123,6 +132,12 @@ def hf(
                 bars.append(stack.enter_context(bar))
             bars[0].update(done - bars[0].pos, current_item=name)
 
+        if not quiet and outtype.lower() in LLAMA_OUTTYPES:
+            click.echo(
+                f"writing an unquantized GGUF, then llama.cpp quantizes it to {outtype.lower()} "
+                "(that step shows no progress) ...",
+                err=True,
+            )
         report = convert_hf(
             src,
             out,
@@ -131,6 +146,7 @@ def hf(
             require_rf=not no_rf,
             tokenizer_pre=tokenizer_pre,
             force=force,
+            allow_pickle=allow_pickle,
             progress=None if quiet else progress,
         )
     if not quiet:
@@ -145,8 +161,10 @@ def _hf_summary(report: HfConvertReport) -> str:
     )
     padded = f" ({report.n_padded} [PAD] tokens added)" if report.n_padded else ""
     lines = [
-        f"{report.hf_architecture} -> {report.architecture}, {report.n_tensors} tensors as {report.outtype}"
-        f"{', tied embeddings' if report.tied_embeddings else ''}",
+        (
+            f"{report.hf_architecture} -> {report.architecture}, {report.n_tensors} tensors as {report.outtype}"
+            f"{', tied embeddings' if report.tied_embeddings else ''}"
+        ),
         f"vocabulary: {report.n_vocab} tokens{padded}; pre-tokenizer: {report.tokenizer_pre}",
         rf,
         f"wrote {report.out} ({report.out_bytes / 1e6:.1f} MB) in {report.seconds:.1f} s",
@@ -186,8 +204,7 @@ def _summary(report: PatchReport) -> str:
     how = f"took over {report.slot!r} as" if report.slot is not None else "appended"
     merged = [change for change in report.changes if change.action == "LoRA merged"]
     lines = [
-        f"{how} {report.rf_token!r} as CONTROL token {report.rf_token_id}; "
-        f"vocabulary: {report.n_vocab} tokens",
+        f"{how} {report.rf_token!r} as CONTROL token {report.rf_token_id}; vocabulary: {report.n_vocab} tokens",
         f"merged LoRA into {len(merged)} tensor(s)",
         f"threshold: {report.threshold}; base sha256: {report.base_sha256}",
         f"wrote {report.out} ({report.out_bytes / 1e6:.1f} MB) in {report.seconds:.1f} s",

@@ -1,14 +1,13 @@
-"""Convert a Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json) to GGUF.
+"""Convert a Hugging Face checkpoint folder (config.json, safetensors, tokenizer) to GGUF.
 
 Reads the weights with numpy only (memory-mapped safetensors, one tensor at a time), writes
-them with the stream writer, and for K-quant outputs writes an unquantized GGUF first and
-has llama.cpp (llama-cpp-python's ``llama_model_quantize``) quantize it. Pickled weights
-(``*.bin``/``*.pt``) are refused: unpickling runs code, and reading them would need torch.
+them with the stream writer, and for K-quant (and legacy 4/5-bit) outputs writes an unquantized
+GGUF first and has llama.cpp quantize it (:mod:`.llama_quantize`). Pickled weights are read
+only on request (:mod:`.hf_weights`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import secrets
@@ -19,16 +18,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFValueType, Keys, LlamaFileType
+from gguf import (
+    GGML_QUANT_VERSION,
+    GGMLQuantizationType,
+    GGUFValueType,
+    Keys,
+    LlamaFileType,
+)
 from pydantic import BaseModel
 
 from rfsdk.errors import ConversionError, ModelNotFoundError
 
 from . import keys
-from .hf_arch import HParams, TensorPlan, gguf_hparams, ignorable, plan_tensors, read_hparams
+from .hf_arch import (
+    HParams,
+    TensorPlan,
+    gguf_hparams,
+    ignorable,
+    plan_tensors,
+    read_hparams,
+)
 from .hf_vocab import RF_TEXT, HfVocab, load_vocab
+from .hf_weights import WeightTensor, index_weights
+from .llama_quantize import LLAMA_OUTTYPES, llama_quantize
 from .quant import encode
-from .safetensors_file import LazyTensor, index_safetensors
 from .writer import GGUFStreamWriter, TensorSpec, encode_field
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -38,8 +51,9 @@ RF_HF_FORMAT = "rfsdk-hf/1"
 """``rf.format`` of models converted from an HF checkpoint whose tokenizer already has <rf>."""
 
 DIRECT_OUTTYPES = ("f32", "f16", "bf16", "q8_0")
-KQUANT_OUTTYPES = ("q4_k_m", "q5_k_m", "q6_k")
-OUTTYPES = DIRECT_OUTTYPES + KQUANT_OUTTYPES
+"""Output types written directly (numpy/gguf encodes the data)."""
+OUTTYPES = DIRECT_OUTTYPES + tuple(LLAMA_OUTTYPES)
+"""Every ``--outtype``; those beyond :data:`DIRECT_OUTTYPES` go through llama.cpp's quantizer."""
 
 _FILE_TYPES = {
     "f32": LlamaFileType.ALL_F32,
@@ -53,7 +67,6 @@ _MATRIX_TYPES = {
     "bf16": GGMLQuantizationType.BF16,
     "q8_0": GGMLQuantizationType.Q8_0,
 }
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _ALIGNMENT = 32
 
 
@@ -85,6 +98,7 @@ def convert_hf(
     require_rf: bool = True,
     tokenizer_pre: str | None = None,
     force: bool = False,
+    allow_pickle: bool = False,
     progress: ProgressCallback | None = None,
 ) -> HfConvertReport:
     """Write ``out``: the HF checkpoint in folder ``src`` as a GGUF model of ``outtype``.
@@ -98,14 +112,14 @@ def convert_hf(
     config = _read_config(src)
     hp = read_hparams(config, str(src / "config.json"))
     _check_out(src, out, force=force)
-    weights = _index_weights(src)
+    weights = index_weights(src, allow_pickle=allow_pickle)
     plans = plan_tensors(hp)
     _check_tensors(src, hp, plans, weights)
     vocab = load_vocab(src, hp.n_vocab, pre=tokenizer_pre, require_rf=require_rf)
     if threshold is None:
         threshold = _config_threshold(src)
 
-    quantize_to = outtype if outtype in KQUANT_OUTTYPES else None
+    quantize_to = outtype if outtype in LLAMA_OUTTYPES else None
     direct = _intermediate_type(plans, weights) if quantize_to else outtype
     metadata = _metadata(src, config, hp, vocab, direct, threshold)
     jobs = [(_spec(plan, weights, direct), plan) for plan in plans]
@@ -124,7 +138,7 @@ def convert_hf(
                     if progress is not None:
                         progress(spec.name, done, total)
             if quantize_to:
-                _llama_quantize(first, staged, quantize_to)
+                llama_quantize(first, staged, quantize_to)
         finally:
             if quantize_to and first.exists():
                 first.unlink()
@@ -187,52 +201,7 @@ def _check_out(src: Path, out: Path, *, force: bool) -> None:
         raise ConversionError(f"OUT {out} already exists. Pick another path, or pass --force to replace it.")
 
 
-def _index_weights(src: Path) -> dict[str, LazyTensor]:
-    index_path = src / "model.safetensors.index.json"
-    if index_path.is_file():
-        try:
-            weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-            files = sorted(set(weight_map.values()))
-        except (KeyError, TypeError, AttributeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConversionError(
-                f"{index_path} is not a valid safetensors index ({exc!r}). Save the model again."
-            ) from exc
-        missing = [name for name in files if not (src / name).is_file()]
-        if missing:
-            raise ConversionError(
-                f"weights shard(s) {', '.join(missing)} named in {index_path.name} are missing from {src}. "
-                "Copy all model-*.safetensors files of the checkpoint."
-            )
-        paths = [src / name for name in files]
-    else:
-        paths = sorted(src.glob("*.safetensors"))
-    if not paths:
-        pickled = sorted(p.name for p in src.iterdir() if p.suffix in _PICKLE_SUFFIXES)
-        if pickled:
-            raise ConversionError(
-                f"{src} holds pickled PyTorch weights ({', '.join(pickled[:3])}) and no *.safetensors. "
-                "rf-convert does not load pickles: unpickling can run arbitrary code. Re-save the "
-                "checkpoint as safetensors in a trusted environment: "
-                "AutoModelForCausalLM.from_pretrained(SRC).save_pretrained(NEW_DIR, safe_serialization=True) "
-                "and copy the tokenizer, then convert NEW_DIR."
-            )
-        raise ConversionError(
-            f"no weights in {src}: there is no *.safetensors file (or model.safetensors.index.json). "
-            "Save the model with model.save_pretrained(SRC) (safetensors is the default)."
-        )
-    tensors: dict[str, LazyTensor] = {}
-    for path in paths:
-        for name, tensor in index_safetensors(path, "checkpoint weights").items():
-            if name in tensors:
-                raise ConversionError(
-                    f"tensor {name!r} is in both {tensors[name].path.name} and {path.name}. "
-                    "Remove stale weight files from the checkpoint folder."
-                )
-            tensors[name] = tensor
-    return tensors
-
-
-def _check_tensors(src: Path, hp: HParams, plans: list[TensorPlan], weights: dict[str, LazyTensor]) -> None:
+def _check_tensors(src: Path, hp: HParams, plans: list[TensorPlan], weights: dict[str, WeightTensor]) -> None:
     wanted = {plan.hf_name for plan in plans if plan.hf_name is not None}
     for plan in plans:
         if plan.hf_name is None:
@@ -286,7 +255,7 @@ def _config_threshold(src: Path) -> float | None:
     return float(value)
 
 
-def _intermediate_type(plans: list[TensorPlan], weights: dict[str, LazyTensor]) -> str:
+def _intermediate_type(plans: list[TensorPlan], weights: dict[str, WeightTensor]) -> str:
     dtypes = {weights[p.hf_name].dtype for p in plans if p.hf_name is not None}
     if dtypes == {"F16"}:
         return "f16"
@@ -295,14 +264,14 @@ def _intermediate_type(plans: list[TensorPlan], weights: dict[str, LazyTensor]) 
     return "f32"
 
 
-def _spec(plan: TensorPlan, weights: dict[str, LazyTensor], outtype: str) -> TensorSpec:
+def _spec(plan: TensorPlan, weights: dict[str, WeightTensor], outtype: str) -> TensorSpec:
     qtype = _MATRIX_TYPES[outtype] if len(plan.shape) == 2 else GGMLQuantizationType.F32
     if qtype == GGMLQuantizationType.Q8_0 and plan.shape[-1] % 32 != 0:
         qtype = GGMLQuantizationType.F16  # rows that do not split into q8_0 blocks
     return TensorSpec(plan.gguf_name, plan.shape, qtype)
 
 
-def _data(plan: TensorPlan, weights: dict[str, LazyTensor], qtype: GGMLQuantizationType) -> np.ndarray:
+def _data(plan: TensorPlan, weights: dict[str, WeightTensor], qtype: GGMLQuantizationType) -> np.ndarray:
     values = plan.values if plan.hf_name is None else weights[plan.hf_name].load()
     assert values is not None
     if plan.transform is not None:
@@ -337,13 +306,22 @@ def _metadata(
     for key, value, kind in gguf_hparams(hp):
         add(key, value, kind)
 
-    add(Keys.Tokenizer.MODEL, "gpt2", "str")
+    add(Keys.Tokenizer.MODEL, vocab.model, "str")
     add(Keys.Tokenizer.PRE, vocab.pre, "str")
     entries.append(encode_field(Keys.Tokenizer.LIST, GGUFValueType.ARRAY, vocab.tokens, GGUFValueType.STRING))
+    if vocab.scores is not None:
+        entries.append(
+            encode_field(Keys.Tokenizer.SCORES, GGUFValueType.ARRAY, vocab.scores, GGUFValueType.FLOAT32)
+        )
     entries.append(
         encode_field(Keys.Tokenizer.TOKEN_TYPE, GGUFValueType.ARRAY, vocab.types, GGUFValueType.INT32)
     )
-    entries.append(encode_field(Keys.Tokenizer.MERGES, GGUFValueType.ARRAY, vocab.merges, GGUFValueType.STRING))
+    if vocab.merges:
+        entries.append(
+            encode_field(Keys.Tokenizer.MERGES, GGUFValueType.ARRAY, vocab.merges, GGUFValueType.STRING)
+        )
+    if vocab.add_space_prefix is not None:
+        add(Keys.Tokenizer.ADD_PREFIX, vocab.add_space_prefix, "bool")
     for typ, token_id in vocab.special_ids.items():
         add(f"tokenizer.ggml.{typ}_token_id", token_id, "u32")
     for typ, flag in vocab.add_special.items():
@@ -363,27 +341,6 @@ def _metadata(
         source = f"rf-convert hf: {hp.hf_arch} checkpoint {src.resolve().name} ({RF_TEXT} in its tokenizer)"
         add(keys.RF_SOURCE, source, "str")
     return entries
-
-
-def _llama_quantize(src: Path, dst: Path, outtype: str) -> None:
-    import llama_cpp
-
-    ftype = {
-        "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
-        "q5_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M,
-        "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
-    }[outtype]
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = os.cpu_count() or 1
-    if dst.exists():
-        dst.unlink()
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    if rc != 0 or not dst.is_file():
-        raise ConversionError(
-            f"llama.cpp could not quantize the model to {outtype} (code {rc}); see its log above. "
-            "Convert to f16 or q8_0 instead, or upgrade llama-cpp-python."
-        )
 
 
 @contextmanager

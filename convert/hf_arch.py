@@ -109,6 +109,8 @@ def read_hparams(config: dict[str, Any], where: str) -> HParams:
     rope_params = config.get("rope_parameters")
     rope_params = rope_params if isinstance(rope_params, dict) else {}
     rope_theta = config.get("rope_theta", rope_params.get("rope_theta", 10000.0))
+    if not isinstance(rope_theta, (int, float)) or isinstance(rope_theta, bool) or rope_theta <= 0:
+        raise ConversionError(f"{where}: rope_theta is {rope_theta!r}; it must be a positive number.")
     scaling = config.get("rope_scaling") or (
         rope_params if rope_params.get("rope_type", "default") != "default" else None
     )

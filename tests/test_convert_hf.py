@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from gguf import TokenType
-
 from rfsdk.convert import keys
 from rfsdk.convert.cli import main
 from rfsdk.convert.hf import convert_hf
 from rfsdk.convert.hf_vocab import PRE_TOKENIZERS
 from rfsdk.convert.reader import field_value, open_gguf
+
 from rfsdk.errors import ConversionError, ModelNotFoundError
 
 torch = pytest.importorskip("torch")
@@ -65,10 +65,12 @@ CASES = {
     "llama-untied-llama3": Case("llama", False, "llama-bpe", extra_vocab=5, sharded=True),
     "qwen2-tied": Case("qwen2", True, "qwen2"),
     "qwen2-untied": Case("qwen2", False, "qwen2", extra_vocab=3),
+    "mistral-spm": Case("mistral", False, "spm", extra_vocab=2),
+    "llama-spm-tied": Case("llama", True, "spm"),
 }
 
 
-def _pre_tokenizer(pre: str):  # noqa: ANN202
+def _pre_tokenizer(pre: str):
     from tokenizers import Regex, pre_tokenizers
 
     parts = []
@@ -82,7 +84,40 @@ def _pre_tokenizer(pre: str):  # noqa: ANN202
     return pre_tokenizers.Sequence(parts)
 
 
-def build_tokenizer(pre: str, with_rf: bool = True):  # noqa: ANN201
+def build_spm_tokenizer(folder: Path):
+    """A SentencePiece BPE tokenizer (byte fallback, like Llama 2 / Mistral) trained here."""
+    import io
+
+    spm = pytest.importorskip("sentencepiece")
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 4),
+        model_writer=buf,
+        vocab_size=400,
+        model_type="bpe",
+        byte_fallback=True,
+        hard_vocab_limit=False,
+        split_digits=True,
+        character_coverage=1.0,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        minloglevel=2,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.model").write_bytes(buf.getvalue())
+    config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "legacy": True}))
+    return transformers.AutoTokenizer.from_pretrained(folder)
+
+
+def build_tokenizer(pre: str, with_rf: bool = True, folder: Path | None = None):
+    if pre == "spm":
+        assert folder is not None
+        fast = build_spm_tokenizer(folder)
+        if with_rf:
+            fast.add_special_tokens({"additional_special_tokens": ["<rf>"]})
+        fast.chat_template = TEMPLATE
+        return fast
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -108,7 +143,7 @@ def build_tokenizer(pre: str, with_rf: bool = True):  # noqa: ANN201
 
 
 def build_checkpoint(path: Path, case: Case, with_rf: bool = True) -> Path:
-    tok = build_tokenizer(case.pre, with_rf)
+    tok = build_tokenizer(case.pre, with_rf, path)
     common = dict(
         vocab_size=len(tok) + case.extra_vocab,
         hidden_size=64,
@@ -126,6 +161,9 @@ def build_checkpoint(path: Path, case: Case, with_rf: bool = True) -> Path:
     if case.arch == "llama":
         config = transformers.LlamaConfig(**common)
         model_cls = transformers.LlamaForCausalLM
+    elif case.arch == "mistral":
+        config = transformers.MistralConfig(**common, sliding_window=None)
+        model_cls = transformers.MistralForCausalLM
     else:
         config = transformers.Qwen2Config(**common, use_sliding_window=False)
         model_cls = transformers.Qwen2ForCausalLM
@@ -185,6 +223,11 @@ def _sequences(src: Path) -> list[list[int]]:
     ]
 
 
+def _sentencepiece(src: Path):
+    spm = pytest.importorskip("sentencepiece")
+    return spm.SentencePieceProcessor(model_file=str(src / "tokenizer.model"))
+
+
 def _no_leftovers(folder: Path) -> None:
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".part") or ".part." in p.name]
 
@@ -204,7 +247,9 @@ def test_f32_matches_transformers(checkpoint: tuple[Case, Path], tmp_path: Path)
     assert field_value(reader, keys.RF_THRESHOLD) == pytest.approx(0.25)
     assert field_value(reader, keys.RF_FORMAT) == "rfsdk-hf/1"
     assert "hf" in field_value(reader, keys.RF_SOURCE)
-    assert field_value(reader, "tokenizer.ggml.pre") == case.pre
+    spm = case.pre == "spm"
+    assert field_value(reader, "tokenizer.ggml.pre") == ("default" if spm else case.pre)
+    assert field_value(reader, "tokenizer.ggml.model") == ("llama" if spm else "gpt2")
     assert field_value(reader, "tokenizer.chat_template") == TEMPLATE
     assert field_value(reader, "tokenizer.ggml.eos_token_id") == tok.eos_token_id
     names = {t.name for t in reader.tensors}
@@ -221,6 +266,9 @@ def test_f32_matches_transformers(checkpoint: tuple[Case, Path], tmp_path: Path)
     # tokenization: identical to HF, special tokens parsed, <rf> a single CONTROL id
     for text in TEST_TEXTS:
         expected = tok.encode(text, add_special_tokens=False)
+        if spm:  # sentencepiece itself on each piece between <rf>s, as llama.cpp (and legacy HF) split it
+            sp, parts = _sentencepiece(src), text.split("<rf>")
+            expected = [i for n, part in enumerate(parts) for i in ([rf_id] if n else []) + sp.encode(part)]
         got = llm.tokenize(text.encode(), add_bos=False, special=True)
         assert got == expected, text
     assert llm.tokenize(b"<rf>", add_bos=False, special=True) == [rf_id]
@@ -341,7 +389,7 @@ def _break(src: Path, how: str) -> None:
         ("missing tensor", "'model.layers.2.input_layernorm.weight' is missing"),
         ("shape", r"has shape \[96, 64\] but config.json implies \[128, 64\]"),
         ("untied without lm_head", "'lm_head.weight' is missing.*tie_word_embeddings"),
-        ("no tokenizer", "tokenizer.json is missing"),
+        ("no tokenizer", r"no tokenizer in .*: tokenizer.json \(or a SentencePiece tokenizer.model\) is missing"),
         ("tokenizer too big", "embedding has only .* rows.*resize_token_embeddings"),
         ("rf not special", "not as a special added token"),
         ("unknown pre", "--tokenizer-pre"),
@@ -389,3 +437,20 @@ def test_bad_paths(tmp_path: Path, qwen_dir: Path) -> None:
     assert (tmp_path / "o.gguf").read_bytes() == b"keep"
     convert_hf(qwen_dir, tmp_path / "o.gguf", force=True, outtype="f32")
     assert (tmp_path / "o.gguf").read_bytes()[:4] == b"GGUF"
+
+
+def test_allow_pickle_reads_torch_weights(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(_tied_qwen(tmp_path_factory), src)
+    convert_hf(src, tmp_path / "safe.gguf", outtype="f32")
+    model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    torch.save(model.state_dict(), src / "pytorch_model.bin")
+    (src / "model.safetensors").unlink()
+    with pytest.raises(ConversionError, match=r"pickled PyTorch weights \(pytorch_model.bin\).*--allow-pickle"):
+        convert_hf(src, tmp_path / "p.gguf", outtype="f32")
+    result = CliRunner().invoke(main, ["hf", str(src), str(tmp_path / "p.gguf"), "--outtype", "f32", "--allow-pickle"])
+    assert result.exit_code == 0, result.output
+    safe, pickled = open_gguf(tmp_path / "safe.gguf"), open_gguf(tmp_path / "p.gguf")
+    assert [t.name for t in safe.tensors] == [t.name for t in pickled.tensors]
+    for a, b in zip(safe.tensors, pickled.tensors):
+        np.testing.assert_array_equal(a.data, b.data)
