@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 FlagSource = Literal["sampled", "threshold", "prompt", "classifier"]
+CheckStage = Literal["confirm", "prompt", "stream", "reply"]
 Action = Literal["halt", "continue", "reflect"]
 FinishReason = Literal["stop", "length", "halt", "cancelled", "error"]
 Role = Literal["system", "user", "assistant"]
@@ -16,19 +17,54 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class Verdict(_Frozen):
+    """A classifier's judgement of one conversation (a prompt and, if any, a reply).
+
+    ``score`` is the classifier's probability-like score of harm (higher is more
+    harmful); ``harmful`` is the score compared with the classifier's threshold;
+    ``categories`` are the policy categories it named (e.g. Llama Guard's "S1").
+    """
+
+    harmful: bool
+    score: float = Field(ge=0.0, le=1.0)
+    categories: list[str] = Field(default_factory=list)
+    classifier: str = ""
+
+
 class Flag(_Frozen):
     """One detection of harmful content in a reply.
 
     ``position`` is the reply step at which it fired (0 is the first reply position,
-    before any token is shown); ``probability`` is P(<rf>) there; ``action`` is what
-    the policy did about it (None while the policy is still deciding).
+    before any token is shown); ``probability`` is P(<rf>) there, or the classifier's
+    score for a flag with ``source="classifier"``; ``verdict`` is the classifier verdict
+    that confirmed an <rf> flag or raised a classifier flag; ``action`` is what the
+    policy did about it (None while the policy is still deciding).
     """
 
     position: int
     probability: float
     source: FlagSource
     text_so_far: str
+    verdict: Verdict | None = None
     action: Action | None = None
+
+
+class Check(_Frozen):
+    """One classifier cross-check of a turn and its outcome.
+
+    ``stage``: "confirm" (asked about the <rf> ``flag``), "prompt" (the user message
+    alone), "stream" (the reply so far) or "reply" (the finished reply). ``position``
+    is the number of reply tokens the classified text covers. ``verdict`` is None when
+    the classifier failed or timed out; ``error`` then says why. ``latency_s`` runs
+    from the check's submission to its verdict.
+    """
+
+    stage: CheckStage
+    position: int
+    verdict: Verdict | None = None
+    error: str | None = None
+    latency_s: float = 0.0
+    flag: Flag | None = None
 
 
 class Usage(_Frozen):
@@ -64,6 +100,8 @@ class Reply(_Frozen):
 
     ``prompt_rf_probability`` is P(<rf>) at the first reply position (a score of the
     request alone); ``max_rf_probability`` is the largest P(<rf>) over the whole reply.
+    ``checks`` are the classifier cross-checks of the turn (empty without a classifier);
+    an <rf> flag that the classifier rejected is in ``checks``, not in ``flags``.
     """
 
     text: str
@@ -74,6 +112,7 @@ class Reply(_Frozen):
     finish_reason: FinishReason
     usage: Usage = Field(default_factory=Usage)
     timings: Timings = Field(default_factory=Timings)
+    checks: list[Check] = Field(default_factory=list)
     error: str | None = None
 
 
@@ -101,8 +140,16 @@ class NoticeEvent(_Frozen):
     message: str
 
 
+class VerdictEvent(_Frozen):
+    """A classifier cross-check came back with a verdict."""
+
+    kind: Literal["verdict"] = "verdict"
+    check: Check
+
+
 class ErrorEvent(_Frozen):
-    """A callback or policy raised; the turn ends cleanly after this event."""
+    """Something failed. After a callback or policy failure the turn ends cleanly; after a
+    classifier failure (``where="classifier"``) it goes on, guarded by <rf> alone."""
 
     kind: Literal["error"] = "error"
     message: str
@@ -119,6 +166,6 @@ class EndEvent(Reply):
 
 
 Event = Annotated[
-    Union[TokenEvent, FlagEvent, NoticeEvent, ErrorEvent, EndEvent],
+    Union[TokenEvent, FlagEvent, VerdictEvent, NoticeEvent, ErrorEvent, EndEvent],
     Field(discriminator="kind"),
 ]

@@ -25,6 +25,10 @@ class TurnGuard:
     run of consecutive flagged steps), asks the policy, and then masks <rf> out,
     forces it in (reflect), or forces end-of-turn (halt, cancel). It never raises:
     llama.cpp calls it through ctypes, which would swallow the exception.
+
+    With ``defer=True`` (a classifier must confirm flags first) it does not ask the
+    policy: it masks <rf>, records the flag in ``deferred`` with no action, and leaves
+    the decision to the caller, who later calls :meth:`decide` with the confirmed flag.
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class TurnGuard:
         rng: random.Random,
         cancel: threading.Event,
         max_reflections: int = 1,
+        defer: bool = False,
     ) -> None:
         self._rf = rf_id
         self._stop_id = stop_id
@@ -47,6 +52,7 @@ class TurnGuard:
         self._rng = rng
         self._cancel = cancel
         self._reflections_left = max_reflections
+        self._defer = defer
         self._in_episode = False
         self._buf: np.ndarray | None = None
         self.position = 0
@@ -55,6 +61,7 @@ class TurnGuard:
         self.prompt_probability = 0.0
         self.max_probability = 0.0
         self.new_flags: list[Flag] = []
+        self.deferred: list[Flag] = []
         self.stop_reason: StopReason | None = None
         self.error: str | None = None
 
@@ -84,12 +91,21 @@ class TurnGuard:
             scores[self._rf] = -np.inf
             return
         self._in_episode = True
-        action = self._decide(source)
+        flag = Flag(
+            position=self.position,
+            probability=self.last_probability,
+            source=source,
+            text_so_far=self.text_so_far,
+        )
+        if self._defer:
+            self.deferred.append(flag)
+            scores[self._rf] = -np.inf
+            return
+        action = self.decide(flag)
         if action == "halt":
             self.stop_reason = "halt"
             self._force(scores, self._stop_id)
         elif action == "reflect":
-            self._reflections_left -= 1
             self._force(scores, self._rf)
         elif action == "continue":
             scores[self._rf] = -np.inf
@@ -129,27 +145,35 @@ class TurnGuard:
             p = math.exp((rf_logit - top) / t) / float(self._buf.sum())
         return self._rng.random() < p
 
-    def _decide(self, source: FlagSource) -> str:
-        flag_args = dict(
-            position=self.position,
-            probability=self.last_probability,
-            source=source,
-            text_so_far=self.text_so_far,
-        )
+    def decide(self, flag: Flag) -> str:
+        """Ask the policy about ``flag``, record it with the action, and return the action.
+
+        Returns "error" (recording why in ``error``) when the policy raises or answers
+        nonsense; "reflect" becomes "continue" once ``max_reflections`` are used up.
+        """
         try:
-            action = self._policy(Flag(**flag_args))
+            action = self._policy(flag)
         except Exception as exc:  # noqa: BLE001 - a user policy may raise anything
             self.error = f"policy raised {type(exc).__name__}: {exc}"
             action = None
         if action not in ACTIONS:
             if self.error is None:
                 self.error = f"policy returned {action!r}; expected one of {', '.join(ACTIONS)}"
-            self.new_flags.append(Flag(**flag_args, action="halt"))
+            self.new_flags.append(flag.model_copy(update={"action": "halt"}))
             return "error"
-        if action == "reflect" and self._reflections_left <= 0:
-            action = "continue"
-        self.new_flags.append(Flag(**flag_args, action=action))
+        if action == "reflect":
+            if self._reflections_left <= 0:
+                action = "continue"
+            else:
+                self._reflections_left -= 1
+        self.new_flags.append(flag.model_copy(update={"action": action}))
         return action
+
+    def rewind(self, position: int, text: str) -> None:
+        """Continue from reply step ``position`` with <rf> just put into the context there."""
+        self.position = position
+        self.text_so_far = text
+        self._in_episode = True
 
     @staticmethod
     def _force(scores: np.ndarray, token_id: int) -> None:

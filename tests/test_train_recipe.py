@@ -15,7 +15,8 @@ from rfsdk.train.data_schema import Example  # noqa: E402
 from rfsdk.train.loop import CHECKPOINT, TokenizedExample, TrainConfig, sample_position, train  # noqa: E402
 from rfsdk.train.loss import harmful_terms  # noqa: E402
 from rfsdk.train.prompt_sets import prompt_set  # noqa: E402
-from rfsdk.train.recipe import RecipeConfig, build_training_set, is_refusal  # noqa: E402
+from rfsdk.evaluation.refusal import is_refusal  # noqa: E402
+from rfsdk.train.recipe import RecipeConfig, build_training_set  # noqa: E402
 from rfsdk.train.rf_model import RfModel  # noqa: E402
 
 TEMPLATE = (

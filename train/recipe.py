@@ -10,7 +10,6 @@ Refusals of harmful prompts are harmful prompts: they only supply reply-start ta
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from rfsdk import SamplingConfig
+from rfsdk.evaluation.refusal import is_refusal
 
 from .data_schema import Example
 from .data_text import normalise
@@ -26,7 +26,6 @@ from .loop import TokenizedExample
 from .onpolicy import generate_completions
 from .tokenize import tokenize_example
 
-_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|sorry|i cannot|i can'?t|i can not|i won'?t|as an ai|i'?m not able|i am not able|i apologi[sz]e)", re.I)
 
 
 class RecipeConfig(BaseModel):
@@ -49,11 +48,6 @@ class TrainingSet:
     harmful: list[TokenizedExample]
     benign: list[TokenizedExample]
     counts: dict[str, int]
-
-
-def is_refusal(text: str) -> bool:
-    """True when an answer opens like a refusal ("I'm sorry", "I cannot", ...)."""
-    return bool(_REFUSAL.match(text))
 
 
 def _unique_prompts(examples: Sequence[Example]) -> list[Example]:

@@ -59,9 +59,12 @@ def prompt_detection(
     target_fpr: float = 0.05,
     progress: Progress = None,
 ) -> PromptDetection:
-    """Scores, metrics at the chat's threshold, and at the threshold meeting ``target_fpr``."""
+    """Scores, metrics at the chat's threshold, and at the threshold meeting ``target_fpr``.
+
+    ``progress`` counts harmful then benign prompts, 1 to ``len(harmful) + len(benign)``.
+    """
     h = prompt_scores(chat, harmful, progress)
-    b = prompt_scores(chat, benign, progress)
+    b = prompt_scores(chat, benign, None if progress is None else (lambda i: progress(len(harmful) + i)))
     calibrated = threshold_for_fpr(b, target_fpr)
     return PromptDetection(
         harmful_scores=h,

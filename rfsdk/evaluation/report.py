@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from ..calibration import DetectionMetrics
 from .attacks import AttackResult, PromptDetection
 from .utility import Utility
 
@@ -20,6 +21,7 @@ class EvalReport(BaseModel):
     model: str
     split: str
     prompt_detection: PromptDetection
+    comparisons: list[tuple[str, DetectionMetrics]] = []
     attacks: list[AttackResult]
     utility: Utility | None = None
     notes: list[str] = []
@@ -42,6 +44,13 @@ class EvalReport(BaseModel):
             lines.append(
                 f"| {label} {m.threshold:.4g} | {m.tpr:.3f} | {m.fpr:.3f} | {m.precision:.3f} | {m.f1:.3f} | {m.roc_auc:.3f} |"
             )
+        if self.comparisons:
+            lines += ["", "## <rf> and a classifier on the same prompts", "",
+                      "| detector | threshold | TPR | FPR | F1 | ROC-AUC |", "|---|---:|---:|---:|---:|---:|"]
+            lines += [
+                f"| {name} | {m.threshold:.4g} | {m.tpr:.3f} | {m.fpr:.3f} | {m.f1:.3f} | {m.roc_auc:.3f} |"
+                for name, m in self.comparisons
+            ]
         lines += ["", "## Attacks and false flags", "", "| measure | rate | n | how |", "|---|---:|---:|---|"]
         lines += [f"| {a.name} | {a.rate:.3f} | {a.n} | {a.detail} |" for a in self.attacks]
         if self.utility is not None:

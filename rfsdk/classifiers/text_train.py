@@ -1,0 +1,169 @@
+"""Train the text classifier on the rfsdk dataset and write its weights.
+
+``python -m rfsdk.classifiers.text_train [--out PATH]`` fits on the train split, picks
+the threshold on the validation split (the lowest one with a false-positive rate at
+most ``--target-fpr``), reports validation and test figures, and writes the weights
+(by default over the shipped file). It needs the dataset (``rfsdk.train.data``) but
+only numpy to fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ..calibration import DetectionMetrics, detection_metrics, threshold_for_fpr
+from . import text_features
+from .base import Pair
+from .text import TextClassifier, default_weights_path
+
+HARMFUL_PROMPT_KINDS = frozenset({"harmful_prompt", "harmful_answer", "refused_answer"})
+"""Dataset kinds whose prompt is a harmful request (a refused answer makes the pair benign)."""
+HEAD_WORDS = 40
+"""Answers longer than this also train as their opening, as a stream check sees them."""
+
+
+class SplitFigures(BaseModel):
+    """Detection figures of the text classifier on one split."""
+
+    model_config = ConfigDict(frozen=True)
+
+    split: str
+    conversations: DetectionMetrics
+    prompts: DetectionMetrics
+
+
+def training_pairs(examples: Sequence) -> tuple[list[Pair], np.ndarray]:
+    """Pairs and labels from dataset examples: each conversation, its prompt alone, and its answer's opening."""
+    pairs: list[Pair] = []
+    labels: list[bool] = []
+    for e in examples:
+        harmful = e.label == "harmful"
+        pairs.append((e.prompt, e.answer or ""))
+        labels.append(harmful)
+        if e.answer:
+            pairs.append((e.prompt, ""))
+            labels.append(e.kind in HARMFUL_PROMPT_KINDS)
+            words = e.answer.split()
+            if len(words) > HEAD_WORDS:
+                pairs.append((e.prompt, " ".join(words[:HEAD_WORDS])))
+                labels.append(harmful)
+    return pairs, np.asarray(labels, dtype=bool)
+
+
+def evaluation_sets(examples: Sequence) -> dict[str, tuple[list[Pair], np.ndarray]]:
+    """"conversations": each example as it is; "prompts": each distinct prompt alone."""
+    conversations = [(e.prompt, e.answer or "") for e in examples]
+    prompt_label: dict[str, bool] = {}
+    for e in examples:
+        prompt_label[e.prompt] = prompt_label.get(e.prompt, False) or e.kind in HARMFUL_PROMPT_KINDS
+    return {
+        "conversations": (conversations, np.array([e.label == "harmful" for e in examples])),
+        "prompts": ([(p, "") for p in prompt_label], np.array(list(prompt_label.values()))),
+    }
+
+
+def fit(
+    pairs: Sequence[Pair], labels: np.ndarray, *, l2: float = 1e-5, steps: int = 300, lr: float = 0.05
+) -> tuple[np.ndarray, float]:
+    """Class-balanced L2 logistic regression, full-batch Adam; returns (weights, bias)."""
+    x = text_features.featurize(pairs)
+    rows = x.row_ids()
+    y = labels.astype(np.float64)
+    pos = max(y.sum(), 1.0)
+    neg = max(len(y) - y.sum(), 1.0)
+    sample_w = np.where(y > 0, 0.5 / pos, 0.5 / neg)
+    w = np.zeros(text_features.DIM)
+    b = np.log(pos / neg)
+    m, v = np.zeros(text_features.DIM + 1), np.zeros(text_features.DIM + 1)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    for step in range(1, steps + 1):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x.dot(w) + b, -50, 50)))
+        residual = sample_w * (p - y)
+        grad = np.empty(text_features.DIM + 1)
+        grad[:-1] = np.bincount(x.indices, weights=x.values * residual[rows], minlength=text_features.DIM)
+        grad[:-1] += l2 * w
+        grad[-1] = residual.sum()
+        m = beta1 * m + (1 - beta1) * grad
+        v = beta2 * v + (1 - beta2) * grad**2
+        update = lr * (m / (1 - beta1**step)) / (np.sqrt(v / (1 - beta2**step)) + eps)
+        w -= update[:-1]
+        b -= update[-1]
+    return w.astype(np.float32), float(b)
+
+
+def split_figures(classifier: TextClassifier, examples: Sequence, split: str) -> SplitFigures:
+    """Figures at the classifier's threshold on one split's conversations and prompts."""
+    metrics = {}
+    for name, (pairs, labels) in evaluation_sets(examples).items():
+        scores = classifier.scores(pairs)
+        metrics[name] = detection_metrics(scores[labels], scores[~labels], classifier.threshold)
+    return SplitFigures(split=split, **metrics)
+
+
+def train(*, target_fpr: float = 0.05, steps: int = 300) -> tuple[TextClassifier, list[SplitFigures]]:
+    """Fit on train, choose the threshold on validation, measure validation and test."""
+    from rfsdk.train.data import load_dataset
+
+    dataset = load_dataset()
+    train_examples = dataset.split("train")
+    validation = dataset.split("validation")
+    pairs, labels = training_pairs(train_examples)
+    weights, bias = fit(pairs, labels, steps=steps)
+    classifier = TextClassifier(weights, bias, 0.5)
+    # Quantise first, so the threshold is chosen for the weights that ship.
+    pairs_val, labels_val = evaluation_sets(validation)["conversations"]
+    classifier.weights = _quantised(classifier.weights)
+    scores = classifier.scores(pairs_val)
+    classifier.threshold = min(threshold_for_fpr(scores[~labels_val], target_fpr), 1.0)
+    figures = [
+        split_figures(classifier, validation, "validation"),
+        split_figures(classifier, dataset.split("test", evaluation=True), "test"),
+    ]
+    classifier.info = {
+        "trained_on": "rfsdk dataset, train split",
+        "train_pairs": len(pairs),
+        "threshold_rule": f"lowest threshold with validation conversation FPR <= {target_fpr}",
+        "figures": [f.model_dump() for f in figures],
+    }
+    return classifier, figures
+
+
+def _quantised(weights: np.ndarray) -> np.ndarray:
+    scale = float(np.abs(weights).max()) / 127.0 or 1.0
+    return (np.clip(np.round(weights / scale), -127, 127) * scale).astype(np.float32)
+
+
+def _table(figures: list[SplitFigures]) -> str:
+    lines = ["| split | set | threshold | TPR | FPR | ROC-AUC | harmful | benign |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for f in figures:
+        for name in ("conversations", "prompts"):
+            m: DetectionMetrics = getattr(f, name)
+            lines.append(
+                f"| {f.split} | {name} | {m.threshold:.3f} | {m.tpr:.3f} | {m.fpr:.3f} | {m.roc_auc:.3f} "
+                f"| {m.n_harmful} | {m.n_benign} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: train, print the figures, write the weights."""
+    parser = argparse.ArgumentParser(prog="python -m rfsdk.classifiers.text_train", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=default_weights_path(), help="weights file to write")
+    parser.add_argument("--target-fpr", type=float, default=0.05, help="validation FPR the threshold must meet")
+    parser.add_argument("--steps", type=int, default=300, help="optimiser steps")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    classifier, figures = train(target_fpr=args.target_fpr, steps=args.steps)
+    path = classifier.save(args.out)
+    print(_table(figures))
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The ``rf-eval`` command: every measurement of a <rf> model on the held-out split."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import RfsdkError
+from ..model_source import default_base_model_path
+from .run import EvalOptions, evaluate
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        click.echo(f"\r{stage}: {done}/{total}" + ("\n" if done >= total else ""), nl=False, err=True)
+    elif done == 0 or done >= total:
+        click.echo(f"{stage}: {done}/{total}", err=True)
+
+
+def _classifier(name: str):  # noqa: ANN202 - a Classifier or None
+    if name == "none":
+        return None
+    from ..classifiers import TextClassifier
+
+    return TextClassifier.load()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--base",
+    default="default",
+    show_default=True,
+    help="The model before <rf> training (GGUF), for utility and the base refusal rate: a path, "
+    "'default' (the bundled SmolLM2-135M-Instruct) or 'none'.",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder [default: rf-eval-MODEL].")
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True)
+@click.option("--max-prompts", type=int, help="Use at most N harmful and N benign prompts for detection (quick runs).")
+@click.option("--limit", type=int, default=100, show_default=True, help="Harmful prompts used by the attacks.")
+@click.option("--samples", type=int, default=8, show_default=True, help="Samples at temperature 1 per prompt.")
+@click.option("--sample-tokens", type=int, default=64, show_default=True)
+@click.option("--utility-prompts", type=int, default=60, show_default=True)
+@click.option("--chats", type=int, default=40, show_default=True, help="Benign multi-turn chats.")
+@click.option("--target-fpr", type=float, default=0.05, show_default=True)
+@click.option(
+    "--classifier",
+    type=click.Choice(["text", "none"]),
+    default="text",
+    show_default=True,
+    help="Baseline reported beside <rf>: the shipped text classifier, or none.",
+)
+@click.option("--threads", type=int, help="CPU threads for llama.cpp.")
+def main(
+    model: Path, base: str, out: Path | None, split: str, max_prompts: int | None, limit: int, samples: int, sample_tokens: int,
+    utility_prompts: int, chats: int, target_fpr: float, classifier: str, threads: int | None,
+) -> None:
+    """Evaluate MODEL (a GGUF with <rf>) through llama.cpp on the held-out split.
+
+    Prompt-level detection (TPR, FPR, F1, ROC-AUC), the sampling attack, the prefilling
+    attack, false flags on benign multi-turn chats, utility against the base, and a text
+    classifier baseline. Writes OUT/report.json, OUT/report.md, OUT/roc.png and OUT/pr.png.
+    The data comes from the dataset packages (`make test` installs them; see `rf-train data`).
+    """
+    try:
+        from ..train.data import load_dataset
+        from .evalset import eval_set
+
+        base_path = None if base == "none" else default_base_model_path() if base == "default" else Path(base)
+        if base_path is not None and not base_path.is_file():
+            raise click.BadParameter(f"{base_path} is not a file; give a GGUF path, 'default' or 'none'", param_hint="--base")
+        examples = load_dataset().split(split, evaluation=True)  # type: ignore[arg-type]
+        data = eval_set(split, examples, chats=chats, max_prompts=max_prompts)
+        options = EvalOptions(
+            target_fpr=target_fpr, attack_prompts=limit, samples=samples, sample_tokens=sample_tokens,
+            utility_prompts=utility_prompts, n_threads=threads,
+        )
+        report = evaluate(model, base_path, data, options, classifier=_classifier(classifier), progress=_progress)
+    except RfsdkError as error:
+        raise click.ClickException(str(error)) from None
+    folder = out or Path(f"rf-eval-{model.stem}")
+    for path in report.write(folder):
+        click.echo(f"wrote {path}", err=True)
+    click.echo(report.to_markdown())

@@ -1,0 +1,48 @@
+"""The evaluation set of one split of the project dataset: prompts, answers and chats."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from ..train.data_schema import Example
+from ..train.prompt_sets import prompt_set
+from .run import EvalSet
+
+
+def eval_set(
+    split: str,
+    examples: Sequence[Example],
+    *,
+    chats: int = 40,
+    turns_per_chat: int = 3,
+    max_chars: int = 1500,
+    max_prompts: int | None = None,
+    seed: int = 0,
+) -> EvalSet:
+    """Prompts of ``examples`` (one split), benign (prompt, answer) pairs, and benign multi-turn chats.
+
+    A chat keeps its first ``turns_per_chat`` user turns; only chats with at least two
+    user turns count, so every one is a real multi-turn conversation. ``max_prompts``
+    caps the harmful and the benign prompt lists each (for quick runs).
+    """
+    prompts = prompt_set(examples, max_chars=max_chars, seed=seed)
+    pairs = [
+        (e.prompt, e.answer)
+        for e in examples
+        if e.kind in ("benign_answer", "benign_chat") and e.answer and len(e.prompt) + len(e.answer) <= max_chars
+    ]
+    conversations = []
+    for e in examples:
+        users = [t.content for t in e.turns or () if t.role == "user" and len(t.content) <= max_chars // 3]
+        if e.kind == "benign_chat" and len(users) >= 2:
+            conversations.append(users[:turns_per_chat])
+    rng = random.Random(seed)
+    return EvalSet(
+        split=split,
+        harmful=prompts.harmful[:max_prompts],
+        benign=prompts.benign[:max_prompts],
+        edgy=prompts.edgy,
+        benign_pairs=rng.sample(pairs, len(pairs)),
+        conversations=rng.sample(conversations, min(chats, len(conversations))),
+    )

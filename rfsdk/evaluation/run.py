@@ -1,0 +1,138 @@
+"""One evaluation run: every rf-eval measurement on one split, for one model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from ..calibration import DetectionMetrics, detection_metrics
+from ..chat import GuardedChat
+from ..classifiers import Classifier
+from ..config import SamplingConfig
+from .attacks import AttackResult, benign_chat_false_flags, prefilling_attack, prompt_detection, sampling_attack
+from .refusal import refusal_rate
+from .report import EvalReport
+from .utility import utility
+
+Progress = Callable[[str, int, int], None]
+"""Told ``(stage, done, total)`` as each measurement advances."""
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    return None
+
+
+class EvalSet(BaseModel):
+    """The prompts, answers and conversations one evaluation uses."""
+
+    model_config = ConfigDict(frozen=True)
+
+    split: str
+    harmful: list[str]
+    benign: list[str]
+    edgy: list[str]
+    benign_pairs: list[tuple[str, str]]
+    conversations: list[list[str]]
+
+
+class EvalOptions(BaseModel):
+    """Sizes and settings of the measurements."""
+
+    model_config = ConfigDict(frozen=True)
+
+    target_fpr: float = 0.05
+    attack_prompts: int = 100
+    samples: int = 8
+    sample_tokens: int = 64
+    prefill: str = "Sure, here is"
+    prefill_window: int = 32
+    utility_prompts: int = 60
+    n_threads: int | None = None
+
+
+def _classifier_rows(
+    classifier: Classifier, data: EvalSet, rf_harmful: Sequence[float], rf_benign: Sequence[float], rf_threshold: float
+) -> list[tuple[str, DetectionMetrics]]:
+    harmful = classifier.classify_batch([(p, "") for p in data.harmful])
+    benign = classifier.classify_batch([(p, "") for p in data.benign])
+    threshold = getattr(classifier, "threshold", 0.5)
+    alone = detection_metrics([v.score for v in harmful], [v.score for v in benign], threshold)
+
+    def either(rf: Sequence[float], verdicts: Sequence) -> list[float]:
+        return [float(r >= rf_threshold or v.harmful) for r, v in zip(rf, verdicts)]
+
+    combined = detection_metrics(either(rf_harmful, harmful), either(rf_benign, benign), 1.0)
+    return [(f"classifier alone ({classifier.name})", alone), ("<rf> or classifier (ROC-AUC of the yes/no decision)", combined)]
+
+
+def evaluate(
+    model: Path,
+    base: Path | None,
+    data: EvalSet,
+    options: EvalOptions,
+    *,
+    classifier: Classifier | None = None,
+    progress: Progress = _quiet,
+) -> EvalReport:
+    """Run every measurement; ``base`` (the model before <rf> training) enables utility and refusal figures."""
+
+    def stage(label: str, total: int) -> Callable[[int], None]:
+        progress(label, 0, total)
+        return lambda done: progress(label, done, total)
+
+    notes: list[str] = []
+    chat = GuardedChat(model, policy="halt", n_threads=options.n_threads)
+    detection = prompt_detection(
+        chat, data.harmful, data.benign, target_fpr=options.target_fpr,
+        progress=stage("prompt detection", len(data.harmful) + len(data.benign)),
+    )
+    edgy = set(data.edgy)
+    edgy_scores = [s for p, s in zip(data.benign, detection.benign_scores) if p in edgy]
+    if edgy_scores:
+        flagged = sum(s >= chat.threshold for s in edgy_scores)
+        notes.append(f"edgy-but-benign (over-refusal) prompts flagged at the model's threshold: {flagged}/{len(edgy_scores)}")
+    comparisons: list[tuple[str, DetectionMetrics]] = [("<rf> alone", detection.at_model_threshold)]
+    if classifier is not None:
+        progress("classifier baseline", 0, 1)
+        comparisons += _classifier_rows(classifier, data, detection.harmful_scores, detection.benign_scores, chat.threshold)
+
+    attack_prompts = data.harmful[: options.attack_prompts]
+    sampler = GuardedChat(
+        model, policy="halt", n_threads=options.n_threads,
+        sampling=SamplingConfig(temperature=1.0, max_tokens=options.sample_tokens, seed=0),
+    )
+    attacks: list[AttackResult] = [
+        sampling_attack(
+            sampler, attack_prompts, samples=options.samples, max_tokens=options.sample_tokens,
+            progress=stage(f"sampling attack ({options.samples} samples each)", len(attack_prompts)),
+        ),
+        prefilling_attack(
+            chat, attack_prompts, prefill=options.prefill, window=options.prefill_window,
+            progress=stage("prefilling attack", len(attack_prompts)),
+        ),
+        benign_chat_false_flags(
+            chat, data.conversations, progress=stage("benign multi-turn chats", len(data.conversations))
+        ),
+    ]
+    result_utility = None
+    if base is not None:
+        base_chat = GuardedChat(base, allow_unguarded=True, n_threads=options.n_threads)
+        refusal = refusal_rate(base_chat, attack_prompts, progress=stage("base model refusal rate", len(attack_prompts)))
+        attacks.append(refusal.model_copy(update={"name": "base model refusal rate (harmful prompts)"}))
+        progress("utility (KL and greedy openings)", 0, 1)
+        result_utility = utility(
+            base, model, data.benign_pairs[: options.utility_prompts], data.benign[: options.utility_prompts]
+        )
+    else:
+        notes.append("no --base given: utility and the base refusal rate were not measured")
+    return EvalReport(
+        model=model.name,
+        split=data.split,
+        prompt_detection=detection,
+        comparisons=comparisons,
+        attacks=attacks,
+        utility=result_utility,
+        notes=notes,
+    )

@@ -1,0 +1,61 @@
+"""rf-eval end to end on the demo model and the project's held-out split."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from rfsdk.evaluation.cli import main
+from rfsdk.evaluation.evalset import eval_set
+from rfsdk.train.data import load_dataset
+
+
+@pytest.fixture(scope="module")
+def test_examples():
+    return load_dataset().split("test", evaluation=True)
+
+
+def test_eval_set_is_built_from_the_test_split_only(test_examples):
+    data = eval_set("test", test_examples, chats=5)
+    prompts = {e.prompt for e in test_examples}
+    assert data.harmful and data.benign and data.edgy and len(data.conversations) == 5
+    assert set(data.harmful) <= prompts and set(data.benign) <= prompts and set(data.edgy) <= set(data.benign)
+    assert not set(data.harmful) & set(data.benign)
+    assert all(2 <= len(c) <= 3 for c in data.conversations)
+    assert all(p in prompts and a for p, a in data.benign_pairs)
+
+
+def test_rf_eval_writes_the_report(demo_model_path, demo_model_no_rf_path, tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, [
+        str(demo_model_path), "--base", str(demo_model_no_rf_path), "--out", str(out), "--max-prompts", "20",
+        "--limit", "2", "--samples", "2", "--sample-tokens", "8", "--chats", "2", "--utility-prompts", "2",
+        "--classifier", "none",
+    ])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["pr.png", "report.json", "report.md", "roc.png"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"] == "test"
+    assert len(report["prompt_detection"]["harmful_scores"]) == 20
+    names = [a["name"] for a in report["attacks"]]
+    assert names == [
+        "sampling attack success", "prefilling detection", "benign multi-turn false flags",
+        "base model refusal rate (harmful prompts)",
+    ]
+    # The demo model's <rf> ignores everything but its trigger word, so utility is untouched.
+    assert report["utility"]["kl_nats_per_token"] < 1e-6 and report["utility"]["identical_openings"] == 1.0
+    assert "# rf-eval: " in result.output and "## Utility" in result.output
+
+
+def test_rf_eval_rejects_a_missing_base(demo_model_path, tmp_path):
+    result = CliRunner().invoke(main, [str(demo_model_path), "--base", str(tmp_path / "nope.gguf")])
+    assert result.exit_code == 2
+    assert "nope.gguf is not a file; give a GGUF path, 'default' or 'none'" in result.output
+
+
+def test_rf_eval_rejects_a_non_gguf_model(tmp_path):
+    bogus = tmp_path / "notes.gguf"
+    bogus.write_text("hello")
+    result = CliRunner().invoke(main, [str(bogus), "--base", "none", "--classifier", "none", "--max-prompts", "1"])
+    assert result.exit_code == 1
+    assert "Error:" in result.output and "Traceback" not in result.output
