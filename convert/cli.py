@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from rfsdk.errors import RfsdkError
 from .hf import OUTTYPES, HfConvertReport, convert_hf
 from .inspect import inspect_gguf, render_table
 from .llama_quantize import LLAMA_OUTTYPES
+from .lora_gguf import LoraExportReport, lora_to_gguf
 from .patch import PatchReport, patch_gguf
+from .verify import render_verify, verify_gguf
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -151,6 +154,105 @@ def hf(
         )
     if not quiet:
         click.echo(_hf_summary(report))
+
+
+@main.command(short_help="Write an adapter's LoRA as a llama.cpp LoRA adapter GGUF.")
+@click.argument("adapter", type=_PATH)
+@click.argument("out", type=_PATH)
+@click.option("--base", "base", type=_PATH, required=True, help="The GGUF model the adapter is applied to.")
+@click.option(
+    "--rf-base",
+    type=_PATH,
+    help="Also write this file: BASE plus the adapter's <rf> row, LoRA not merged (for a BASE without <rf>).",
+)
+@click.option("--force", is_flag=True, help="Replace OUT (and --rf-base) if they exist; ignore a base sha256 mismatch.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary; errors only.")
+def lora(adapter: Path, out: Path, base: Path, rf_base: Path | None, force: bool, quiet: bool) -> None:
+    """Write OUT.gguf: the LoRA of ADAPTER.safetensors as a llama.cpp adapter (Llama(lora_path=OUT)).
+
+    <rf> itself is a new vocabulary row, which a LoRA adapter cannot add: the adapter GGUF only
+    works on a base that already has <rf> with this adapter's row. If BASE has none, pass
+    --rf-base RF_BASE.gguf to write BASE plus <rf> (without the LoRA merged) and load the
+    adapter on top of that file.
+    """
+    with _user_errors():
+        report = lora_to_gguf(adapter, out, base=base, rf_base=rf_base, force=force)
+    if not quiet:
+        click.echo(_lora_summary(report))
+
+
+def _lora_summary(report: LoraExportReport) -> str:
+    use_with = report.rf_base or report.base
+    lines = [
+        f"{report.n_pairs} LoRA pair(s), rank {report.rank}, alpha {report.alpha:g}, for {report.architecture}",
+        *([f"wrote {report.rf_base}: the base plus <rf> (id {report.rf_token_id}), LoRA not merged"] if report.rf_base else []),
+        f"wrote {report.out} ({report.out_bytes / 1e6:.1f} MB) in {report.seconds:.1f} s",
+        f"use it with the base that has <rf>: Llama({str(use_with)!r}, lora_path={str(report.out)!r})",
+    ]
+    return "\n".join(lines)
+
+
+@main.command(short_help="Compare a converted GGUF with its HF checkpoint (needs transformers).")
+@click.argument("src", type=_PATH)
+@click.argument("model", type=_PATH)
+@click.option(
+    "--corpus",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Tokenize these texts instead of the built-in corpus (one JSON string or plain line per line).",
+)
+@click.option(
+    "--prompts",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Compare logits on these user messages instead of the built-in ones (one per line).",
+)
+@click.option("--max-logit-diff", type=float, help="Fail above this max |logit diff| (default: 1e-3 for f32 only).")
+@click.option(
+    "--min-top1",
+    type=click.FloatRange(0, 1),
+    help="Fail below this top-1 agreement (default: 1.0 for f32, 0.99 for f16/bf16/q8_0, 0.9 otherwise).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
+def verify(
+    src: Path,
+    model: Path,
+    corpus: Path | None,
+    prompts: Path | None,
+    max_logit_diff: float | None,
+    min_top1: float | None,
+    as_json: bool,
+) -> None:
+    """Check MODEL.gguf against SRC, the HF checkpoint it was converted from.
+
+    Tokenization of a corpus (and of the chat-formatted prompts) must be identical to the HF
+    tokenizer's; <rf> must be one CONTROL token that round-trips; next-token logits and P(<rf>)
+    at every prompt position are compared with transformers (float32). Exits with status 1
+    when a check fails.
+    """
+    with _user_errors():
+        report = verify_gguf(
+            src,
+            model,
+            corpus=_lines(corpus),
+            prompts=_lines(prompts),
+            max_logit_diff=max_logit_diff,
+            min_top1=min_top1,
+        )
+    click.echo(report.model_dump_json() if as_json else render_verify(report))
+    if not report.passed:
+        sys.exit(1)
+
+
+def _lines(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            value = line
+        lines.append(value if isinstance(value, str) else line)
+    return [line for line in lines if line] or None
 
 
 def _hf_summary(report: HfConvertReport) -> str:

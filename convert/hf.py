@@ -9,11 +9,8 @@ only on request (:mod:`.hf_weights`).
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +39,7 @@ from .hf_vocab import RF_TEXT, HfVocab, load_vocab
 from .hf_weights import WeightTensor, index_weights
 from .llama_quantize import LLAMA_OUTTYPES, llama_quantize
 from .quant import encode
-from .writer import GGUFStreamWriter, TensorSpec, encode_field
+from .writer import GGUFStreamWriter, TensorSpec, encode_field, staged_path
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called after each tensor is written with (tensor name, bytes written so far, total bytes)."""
@@ -124,7 +121,7 @@ def convert_hf(
     metadata = _metadata(src, config, hp, vocab, direct, threshold)
     jobs = [(_spec(plan, weights, direct), plan) for plan in plans]
 
-    with _staged_path(out, force=force) as staged:
+    with staged_path(out, force=force) as staged:
         first = staged.with_name(staged.name + ".unquantized") if quantize_to else staged
         try:
             with first.open("xb") as fh:
@@ -341,23 +338,3 @@ def _metadata(
         source = f"rf-convert hf: {hp.hf_arch} checkpoint {src.resolve().name} ({RF_TEXT} in its tokenizer)"
         add(keys.RF_SOURCE, source, "str")
     return entries
-
-
-@contextmanager
-def _staged_path(out: Path, *, force: bool) -> Iterator[Path]:
-    """A path beside ``out`` that becomes ``out`` when the block succeeds and is removed otherwise."""
-    staging = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
-    try:
-        yield staging
-        if not staging.is_file():
-            raise ConversionError(f"the conversion wrote nothing to {staging}; nothing was changed.")
-        with staging.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        if out.exists() and not force:
-            raise ConversionError(
-                f"OUT {out} appeared while converting. Pick another path, or pass --force to replace it."
-            )
-        os.replace(staging, out)
-    finally:
-        if staging.exists():
-            staging.unlink()

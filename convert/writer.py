@@ -6,13 +6,19 @@ Metadata entries are passed as encoded bytes, so entries copied from another fil
 
 from __future__ import annotations
 
+import os
+import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from gguf import GGUF_MAGIC, GGMLQuantizationType, GGUFValueType, ReaderField
+
+from rfsdk.errors import ConversionError
 
 from .quant import n_bytes
 
@@ -111,3 +117,23 @@ def _string(value: str | bytes) -> bytes:
 
 def _padded(size: int, alignment: int) -> int:
     return size + (-size % alignment)
+
+
+@contextmanager
+def staged_path(out: Path, *, force: bool) -> Iterator[Path]:
+    """A path beside ``out`` that becomes ``out`` when the block succeeds and is removed otherwise."""
+    staging = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
+    try:
+        yield staging
+        if not staging.is_file():
+            raise ConversionError(f"nothing was written to {staging}; nothing was changed.")
+        with staging.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        if out.exists() and not force:
+            raise ConversionError(
+                f"OUT {out} appeared while writing. Pick another path, or pass --force to replace it."
+            )
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            staging.unlink()

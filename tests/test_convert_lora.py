@@ -1,0 +1,133 @@
+"""rf-convert lora: an rfsdk adapter as a llama.cpp LoRA GGUF, loaded by llama.cpp on a base with <rf>.
+
+The adapter is made by the training code (RfModel.prepare + save_adapter) on tiny random
+checkpoints; the adapter GGUF on the base-plus-<rf> must give the logits of the merged model
+that rf-convert patch writes. Needs torch, transformers and llama-cpp-python (skipped without).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from rfsdk.convert import keys
+from rfsdk.convert.adapter import load_adapter, save_adapter
+from rfsdk.convert.cli import main
+from rfsdk.convert.hf import convert_hf
+from rfsdk.convert.lora_gguf import lora_to_gguf
+from rfsdk.convert.patch import patch_gguf
+from rfsdk.convert.reader import field_value, open_gguf
+
+from rfsdk.errors import ConversionError
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+llama_cpp = pytest.importorskip("llama_cpp")
+from test_convert_hf import CASES, build_checkpoint
+
+IDS = [1, 5, 9, 17, 33, 65, 100, 7, 3, 250]
+
+
+@pytest.fixture(scope="module", params=["llama-tied-smollm", "qwen2-untied"])
+def made(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(base GGUF without <rf>, rfsdk adapter trained-looking) for one architecture."""
+    from rfsdk.train.rf_model import RfModel
+
+    folder = tmp_path_factory.mktemp(request.param)
+    src = build_checkpoint(folder / "hf", CASES[request.param], with_rf=False)
+    base = folder / "base.gguf"
+    convert_hf(src, base, outtype="f32", require_rf=False)
+    model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+    rf = RfModel.prepare(model, tokenizer, rank=4, alpha=8.0)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for lora in rf.loras.values():
+            lora.lora_b.copy_(torch.randn(lora.lora_b.shape, generator=generator) * 0.2)
+    adapter = folder / "adapter.safetensors"
+    rf.save_adapter(adapter, base_model="tiny", threshold=0.3)
+    return base, adapter
+
+
+def _logits(model: Path, lora: Path | None = None) -> np.ndarray:
+    llm = llama_cpp.Llama(
+        str(model),
+        lora_path=None if lora is None else str(lora),
+        n_ctx=64,
+        n_batch=64,
+        logits_all=True,
+        verbose=False,
+        n_threads=2,
+        type_k=llama_cpp.GGML_TYPE_F32,
+        type_v=llama_cpp.GGML_TYPE_F32,
+    )
+    llm.eval(IDS)
+    return np.array(llm.scores[: len(IDS)], dtype=np.float32)
+
+
+def test_lora_gguf_matches_merged_model(made: tuple[Path, Path], tmp_path: Path) -> None:
+    base, adapter = made
+    out, rf_base, merged = tmp_path / "lora.gguf", tmp_path / "rf-base.gguf", tmp_path / "merged.gguf"
+    result = CliRunner().invoke(main, ["lora", str(adapter), str(out), "--base", str(base), "--rf-base", str(rf_base)])
+    assert result.exit_code == 0, result.output
+    assert "LoRA not merged" in result.output and "lora_path=" in result.output
+
+    reader = open_gguf(out)
+    assert field_value(reader, "general.type") == "adapter"
+    assert field_value(reader, "adapter.type") == "lora"
+    assert field_value(reader, "adapter.lora.alpha") == pytest.approx(8.0)
+    assert field_value(reader, "general.architecture") == field_value(open_gguf(base), "general.architecture")
+    assert field_value(reader, keys.RF_ADAPTER_SHA256) == load_adapter(adapter).sha256
+    names = {t.name for t in reader.tensors}
+    assert {"blk.0.attn_q.weight.lora_a", "blk.0.attn_q.weight.lora_b", "blk.1.ffn_down.weight.lora_b"} <= names
+    assert len(names) == 2 * 7 * 2
+    del reader
+    assert field_value(open_gguf(rf_base), keys.RF_TOKEN) is not None
+
+    patch_gguf(base, adapter, merged)
+    with_lora, plain, want = _logits(rf_base, out), _logits(rf_base), _logits(merged)
+    assert np.abs(with_lora - want).max() <= 1e-4
+    assert np.abs(plain - want).max() > 1e-2  # the adapter really changes the logits
+
+    # the base that now carries <rf> is accepted as --base (its <rf> row matches the adapter's)
+    report = lora_to_gguf(adapter, tmp_path / "again.gguf", base=rf_base)
+    assert report.rf_base is None and report.n_pairs == 14
+    assert (tmp_path / "again.gguf").read_bytes() == out.read_bytes()
+
+
+def test_base_without_rf_is_refused(made: tuple[Path, Path], tmp_path: Path) -> None:
+    base, adapter = made
+    out = tmp_path / "lora.gguf"
+    result = CliRunner().invoke(main, ["lora", str(adapter), str(out), "--base", str(base)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {base} has no <rf> token, and a LoRA adapter cannot add one: <rf> is a new vocabulary row, "
+        "which llama.cpp adapters cannot carry. Pass --rf-base RF_BASE.gguf to also write BASE plus the "
+        "adapter's <rf> row (LoRA not merged) and use the adapter GGUF with that file, or pass a --base "
+        "that already has <rf>.\n"
+    )
+    assert not out.exists()
+
+
+def test_other_refusals(made: tuple[Path, Path], tmp_path: Path) -> None:
+    base, adapter = made
+    rf_base = tmp_path / "rf-base.gguf"
+    lora_to_gguf(adapter, tmp_path / "a.gguf", base=base, rf_base=rf_base)
+    with pytest.raises(ConversionError, match=r"already has <rf> \(id \d+\); --rf-base is only for bases without it"):
+        lora_to_gguf(adapter, tmp_path / "b.gguf", base=rf_base, rf_base=tmp_path / "c.gguf")
+
+    rf = load_adapter(adapter)
+    other = tmp_path / "other.safetensors"
+    save_adapter(other, rf.metadata, rf.embedding + 1.0, rf.output, rf.loras)
+    with pytest.raises(ConversionError, match=r"embedding row of .* differs from the adapter's"):
+        lora_to_gguf(other, tmp_path / "d.gguf", base=rf_base)
+
+    rows_only = tmp_path / "rows.safetensors"
+    save_adapter(rows_only, rf.metadata, rf.embedding, rf.output)
+    with pytest.raises(ConversionError, match=r"holds no LoRA tensors.*rf-convert patch"):
+        lora_to_gguf(rows_only, tmp_path / "e.gguf", base=rf_base)
+
+    with pytest.raises(ConversionError, match=r"already exists.*--force"):
+        lora_to_gguf(adapter, tmp_path / "a.gguf", base=rf_base)
