@@ -6,8 +6,8 @@ number of chats can share it. Leaving an ``async for`` early, or cancelling the 
 """
 
 import argparse
-import os
 import asyncio
+import os
 
 from rfsdk import GuardedChat
 
@@ -37,7 +37,7 @@ async def user(name: str, chat: GuardedChat, messages: list[str], timeout: float
 async def main() -> None:
     parser = argparse.ArgumentParser(description="Guarded chat with asyncio.")
     parser.add_argument("--model", default=os.environ.get("RFSDK_MODEL"),
-                    help="GGUF file or hf://org/repo/file.gguf (default: $RFSDK_MODEL, else the bundled model)")
+                        help="GGUF file or hf://org/repo/file.gguf (default: $RFSDK_MODEL, else the default model)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per reply")
     args = parser.parse_args()
 

@@ -25,7 +25,7 @@ from rfsdk import GuardedChat, SamplingConfig, default_model_path, resolve_model
 
 parser = argparse.ArgumentParser(description="Guarded chat with edge settings.")
 parser.add_argument("--model", default=os.environ.get("RFSDK_MODEL"),
-                    help="GGUF file or hf://org/repo/file.gguf (default: $RFSDK_MODEL, else the bundled model)")
+                    help="GGUF file or hf://org/repo/file.gguf (default: $RFSDK_MODEL, else the default model)")
 parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                     help="CPU threads (default: half the logical CPUs; more than the free cores slows it down)")
 parser.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to a GPU (-1: all)")
@@ -45,7 +45,7 @@ if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
           file=sys.stderr)
     gpu_layers = 0
 
-low_ram = dict(n_batch=64, type_k=llama_cpp.GGML_TYPE_Q8_0, type_v=llama_cpp.GGML_TYPE_Q8_0, flash_attn=True)
+low_ram = {"n_batch": 64, "type_k": llama_cpp.GGML_TYPE_Q8_0, "type_v": llama_cpp.GGML_TYPE_Q8_0, "flash_attn": True}
 llm = llama_cpp.Llama(
     model_path=str(resolve_model(args.model) if args.model else default_model_path()),
     n_ctx=min(args.n_ctx, 512) if args.low_ram else args.n_ctx,

@@ -13,7 +13,7 @@ from rfsdk import GuardedChat
 parser = argparse.ArgumentParser(description="Stream one guarded reply.")
 parser.add_argument("message", nargs="?", default="Hello! What can you do?")
 parser.add_argument("--model", default=os.environ.get("RFSDK_MODEL"),
-                    help="GGUF file or hf://org/repo/file.gguf (default: $RFSDK_MODEL, else the bundled model)")
+                    help="GGUF file or hf://org/repo/file.gguf (default: $RFSDK_MODEL, else the default model)")
 args = parser.parse_args()
 
 chat = GuardedChat(args.model) if args.model else GuardedChat.from_default()

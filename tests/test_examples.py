@@ -34,7 +34,7 @@ def run(name: str, *args: object, env: dict[str, str], timeout: float = 120) -> 
     """Run examples/<name> with ``args``; return its stdout (failing with its stderr)."""
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *map(str, args)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=timeout,
     )
     assert proc.returncode == 0, f"{name} exited with {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
@@ -94,7 +94,7 @@ def test_callbacks_and_policies(demo_model_path, env):
 def test_async_chat_serves_two_users_at_once(demo_model_path, env):
     out = run("async_chat.py", "--model", demo_model_path, env=env)
     lines = out.splitlines()
-    assert lines[:2] == [f"> Hello! What can you do?", DEMO_BENIGN_REPLY]
+    assert lines[:2] == ["> Hello! What can you do?", DEMO_BENIGN_REPLY]
     assert f"alice: 'Hi there' -> {DEMO_BENIGN_REPLY!r}" in lines
     assert f"alice: 'Tell me a joke' -> {DEMO_BENIGN_REPLY!r}" in lines
     assert f"bob: {HARMFUL!r} -> {DEFAULT_REFUSAL!r} [flagged]" in lines
@@ -137,7 +137,7 @@ def test_edge_gpu_offload_falls_back_to_the_cpu(demo_model_path, env):
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "edge.py"), "--model", str(demo_model_path), "--gpu-layers", "-1",
          "--turns", "1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "turn 1: " in proc.stdout
@@ -159,7 +159,7 @@ def qt_env() -> dict[str, str]:
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     probe = subprocess.run(
         [sys.executable, "-c", "from PySide6.QtWidgets import QApplication; QApplication([])"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env, check=False, capture_output=True, text=True, timeout=60,
     )
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["(no message)"])[-1]
