@@ -52,6 +52,7 @@ class LogitStats(BaseModel):
     max_abs_diff: float
     mean_abs_diff: float
     top1_agreement: float
+    top1_last: float  # at the last position of each prompt: the reply's first token
     max_rf_prob_diff: float
     rf_prob_hf: list[float]
     rf_prob_gguf: list[float]
@@ -136,7 +137,8 @@ def verify_gguf(
         Check(
             name="top-1 agreement",
             passed=stats.top1_agreement >= top1_min,
-            detail=f"{stats.top1_agreement:.2%} of {stats.n_positions} positions (need >= {top1_min:.0%})",
+            detail=f"{stats.top1_agreement:.2%} of {stats.n_positions} positions (need >= {top1_min:.0%}); "
+            f"{stats.top1_last:.2%} at the end of the {stats.n_prompts} prompts",
         ),
         Check(
             name="max |logit diff|",
@@ -176,11 +178,13 @@ def _load_hf(src: Path) -> tuple[Any, Any]:
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise ConversionError(
             "rf-convert verify runs the HF checkpoint with transformers and torch, which are not installed. "
             "Install them with: pip install 'rfsdk[train]'."
         ) from exc
+    hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
     hf_model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True, dtype=torch.float32).eval()
     return tokenizer, hf_model
@@ -262,6 +266,7 @@ def _logits(hf_model: Any, llm: Any, sequences: list[list[int]], rf_id: int | No
         max_abs_diff=float(all_diffs.max()),
         mean_abs_diff=float(all_diffs.mean()),
         top1_agreement=float(all_agree.mean()),
+        top1_last=float(np.mean([a[-1] for a in agree])),
         max_rf_prob_diff=float(max((d.max() for d in rf_diffs), default=0.0)),
         rf_prob_hf=rf_hf,
         rf_prob_gguf=rf_gguf,
