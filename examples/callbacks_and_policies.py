@@ -25,7 +25,7 @@ for policy in ("halt", "continue", "reflect"):
     chat.policy = policy
     chat.reset()
     reply = chat.send(HARMFUL)
-    print(f"{policy:>8}: flagged={reply.flagged} finish={reply.finish_reason} text={reply.text!r}")
+    print(f"{policy:>8}: flagged={reply.flagged} finish={reply.finish_reason} text={reply.text[:60]!r}")
 
 # 2. A custom policy plus callbacks: stop only when the model is sure, log every flag.
 audit: list[Flag] = []
