@@ -155,7 +155,7 @@ class ChatWindow(QWidget):
 def main() -> None:
     parser = argparse.ArgumentParser(description="Guarded chat in a desktop window.")
     parser.add_argument("--model", default=os.environ.get("RFSDK_MODEL"),
-                        help="GGUF file or hf://org/repo/file.gguf (default: $RFSDK_MODEL, else the bundled model)")
+                        help="GGUF file or hf://org/repo/file.gguf (default: $RFSDK_MODEL, else the default model)")
     parser.add_argument("--send", action="append", default=[], metavar="MESSAGE",
                         help="send this message at start (repeatable)")
     parser.add_argument("--screenshot", metavar="PNG", help="after the sent messages: save the window, print its state, quit")
