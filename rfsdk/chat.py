@@ -130,11 +130,15 @@ class GuardedChat:
         self._pieces: dict[int, bytes] = {}
 
     @classmethod
-    def from_default(cls, **kwargs) -> "GuardedChat":
-        """A chat on the bundled default model (see :func:`rfsdk.default_model_path`)."""
-        from .default_model import default_model_path
+    def from_default(cls, *, progress: Callable[[str, int, int], None] | None = None, **kwargs) -> "GuardedChat":
+        """A chat on the bundled default model (see :func:`rfsdk.default_model`).
 
-        return cls(default_model_path(), **kwargs)
+        The first call assembles the trained default into the cache (seconds);
+        ``progress(step, done, total)`` hears about it.
+        """
+        from .default_model import default_model
+
+        return cls(default_model(progress=progress).path, **kwargs)
 
     # ----- settings -----------------------------------------------------------------
 
@@ -267,7 +271,9 @@ class GuardedChat:
                 events.close()  # releases the model at once, even if the loop went away
                 post(done)
 
-        worker = threading.Thread(target=work, name="rfsdk-turn", daemon=True)
+        # Not a daemon: at interpreter exit Python waits for it (it stops within one token
+        # after cancel()) instead of freeing the model under a running llama.cpp call.
+        worker = threading.Thread(target=work, name="rfsdk-turn", daemon=False)
         worker.start()
         finished = False
         try:

@@ -117,10 +117,12 @@ def test_loaded_llama_with_rf_reads_token_and_threshold(demo_model_path):
     assert chat.threshold == 0.5 and chat.model_path == demo_model_path
 
 
-def test_default_model_is_the_demo_and_is_cached(tmp_path, monkeypatch):
+def test_demo_default_model_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("RFSDK_CACHE", str(tmp_path))
+    monkeypatch.setenv("RFSDK_DEFAULT_MODEL", "demo")
     info = default_model()
     assert info.kind == "demo" and "not a real language model" in info.description
+    assert "chosen by RFSDK_DEFAULT_MODEL=demo" in info.description
     assert info.path.is_file() and info.path.is_relative_to(tmp_path)
     mtime = info.path.stat().st_mtime_ns
     assert default_model().path.stat().st_mtime_ns == mtime

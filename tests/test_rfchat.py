@@ -55,6 +55,7 @@ def test_once_streams_the_reply_and_exits(rfchat) -> None:
 
 def test_no_model_uses_the_bundled_default(rfchat, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RFSDK_CACHE", str(tmp_path))
+    monkeypatch.setenv("RFSDK_DEFAULT_MODEL", "demo")
     info = default_model()
     result = rfchat("--once", "hi", model=None)
     assert result.exit_code == 0, result.output
