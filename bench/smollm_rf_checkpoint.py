@@ -17,11 +17,10 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from rfsdk.train.base import load_base
 from rfsdk.train.lora import LoRALinear
 from rfsdk.train.rf_model import RfModel
+from torch import nn
 
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
