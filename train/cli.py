@@ -59,6 +59,9 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--max-offset", type=int, default=32, show_default=True, help="Other <rf> targets: uniform over the first N answer tokens.")
 @click.option("--onpolicy", type=int, default=400, show_default=True, help="Harmful prompts the base answers itself (GGUF base only).")
 @click.option("--max-len", type=int, default=192, show_default=True, help="Longest training example in tokens.")
+@click.option("--rf-weight", type=float, default=1.0, show_default=True, help="Weight of the <rf> cross-entropy term (0: off).")
+@click.option("--benign-kl-weight", type=float, default=1.0, show_default=True, help="Weight of the KL to the base on benign answers.")
+@click.option("--after-kl-weight", type=float, default=1.0, show_default=True, help="Weight of the KL on harmful tokens after <rf>.")
 @click.option("--max-minutes", type=float, help="Stop (after a checkpoint) once this much training time has passed.")
 @click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
 @click.option("--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1, ...")
@@ -66,7 +69,8 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf_lr: float, rank: int, alpha: float,
         slot: str | None, start_probability: float, max_offset: int, onpolicy: int, max_len: int,
-        max_minutes: float | None, target_fpr: float, device: str, threads: int | None, seed: int) -> None:
+        rf_weight: float, benign_kl_weight: float, after_kl_weight: float, max_minutes: float | None,
+        target_fpr: float, device: str, threads: int | None, seed: int) -> None:
     """Train LoRA + the <rf> row on the train split, then export and calibrate.
 
     Writes OUT/adapter.safetensors (the rfsdk-adapter/1 file `rf-convert patch` applies),
@@ -75,12 +79,15 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
     it again with the same OUT resumes from the last checkpoint.
     """
     with _user_errors():
+        from .loss import LossWeights
         from .run import FitOptions, fit_model
 
         options = FitOptions(
             base=base or default_base_model_path(), out=out, steps=steps, batch_size=batch_size, lr=lr, rf_lr=rf_lr,
             rank=rank, alpha=alpha, slot=slot, start_probability=start_probability, max_offset=max_offset,
-            onpolicy=onpolicy, max_len=max_len, max_seconds=None if max_minutes is None else max_minutes * 60,
+            onpolicy=onpolicy, max_len=max_len,
+            weights=LossWeights(rf=rf_weight, benign_kl=benign_kl_weight, after_kl=after_kl_weight),
+            max_seconds=None if max_minutes is None else max_minutes * 60,
             target_fpr=target_fpr, device=device, threads=threads, seed=seed,
         )
         started = time.monotonic()

@@ -19,6 +19,7 @@ from .calibrate import Calibration, calibrate
 from .card import write_model_card
 from .data import load_dataset
 from .loop import TrainConfig, train
+from .loss import LossWeights
 from .prompt_sets import prompt_set
 from .recipe import RecipeConfig, build_training_set
 from .rf_model import RfModel
@@ -45,6 +46,7 @@ class FitOptions(BaseModel):
     max_offset: int = 32
     onpolicy: int = 400
     max_len: int = 192
+    weights: LossWeights = LossWeights()
     max_seconds: float | None = None
     target_fpr: float = 0.05
     device: str = "auto"
@@ -81,7 +83,7 @@ def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Cal
     config = TrainConfig(
         steps=options.steps, batch_size=options.batch_size, lr=options.lr, rf_lr=options.rf_lr,
         start_probability=options.start_probability, max_offset=options.max_offset, seed=options.seed,
-        checkpoint_every=10, max_seconds=options.max_seconds,
+        weights=options.weights, checkpoint_every=10, max_seconds=options.max_seconds,
     )
     started = time.monotonic()
     with (out / "train_log.jsonl").open("a", encoding="utf-8") as log_file:

@@ -24,7 +24,10 @@ def _classifier(name: str):  # noqa: ANN202 - a Classifier or None
         return None
     from ..classifiers import TextClassifier
 
-    return TextClassifier.load()
+    try:
+        return TextClassifier.load()
+    except (OSError, ValueError) as error:
+        raise click.ClickException(f"cannot load the text classifier ({error}); pass --classifier none to skip it") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
