@@ -48,3 +48,20 @@ def test_fit_writes_adapter_model_calibration_and_card(demo_model_no_rf_path, tm
     assert again.exit_code == 0, again.output
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # resumed from the step-2 checkpoint
+
+
+def test_shrink_halves_the_adapter(tmp_path):
+    import numpy as np
+
+    from rfsdk.convert.adapter import AdapterMetadata, LoraPair, save_adapter
+
+    rng = np.random.default_rng(0)
+    pairs = [LoraPair(0, "q_proj", rng.normal(size=(4, 512)).astype(np.float32), rng.normal(size=(512, 4)).astype(np.float32))]
+    meta = AdapterMetadata(base_model="test", lora_alpha=8, lora_rank=4, rf_threshold=0.3)
+    save_adapter(tmp_path / "a.safetensors", meta, rng.normal(size=512).astype(np.float32), None, pairs)
+    result = CliRunner().invoke(main, ["shrink", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")])
+    assert result.exit_code == 0, result.output
+    small = load_adapter(tmp_path / "b.safetensors")
+    assert small.metadata == meta
+    assert np.allclose(small.loras[0].a, pairs[0].a, atol=1e-3) and np.array_equal(small.embedding, load_adapter(tmp_path / "a.safetensors").embedding)
+    assert (tmp_path / "b.safetensors").stat().st_size < 0.6 * (tmp_path / "a.safetensors").stat().st_size

@@ -96,6 +96,21 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
         click.echo(f"done in {(time.monotonic() - started) / 60:.1f} min; files in {out}", err=True)
 
 
+
+@main.command()
+@click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def shrink(adapter: Path, out: Path) -> None:
+    """Write ADAPTER to OUT with float16 LoRA weights: half the size, as the bundled default ships."""
+    import numpy as np
+
+    from rfsdk.convert.adapter import file_sha256, load_adapter, save_adapter
+
+    with _user_errors():
+        rf = load_adapter(adapter)
+        save_adapter(out, rf.metadata, rf.embedding, rf.output, rf.loras, lora_dtype=np.float16)
+        click.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB (was {adapter.stat().st_size / 1e6:.1f} MB), sha256 {file_sha256(out)}")
+
 class _user_errors:
     def __enter__(self) -> None:
         return None
