@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import concurrent.futures
 import json
 import os
 import random
@@ -11,18 +12,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, Literal
+from typing import AsyncIterator, Callable, Generator, Iterator, Literal
 
 import llama_cpp
 from pydantic import TypeAdapter, ValidationError
 
+from .classifiers.base import Classifier, ClassifierLike, as_classifier
 from .config import SamplingConfig
+from .cross_check import CROSS_CHECK_MODES, CrossCheckMode, TurnChecks
 from .errors import (
     ChatTemplateError,
     ContextOverflowError,
     EmptyMessageError,
 )
 from .events import (
+    Check,
     EndEvent,
     ErrorEvent,
     Event,
@@ -35,6 +39,7 @@ from .events import (
     Timings,
     TokenEvent,
     Usage,
+    VerdictEvent,
 )
 from .guard import TurnGuard
 from .loading import load_model
@@ -44,7 +49,10 @@ from .prompt import PromptBuilder, token_piece
 
 DEFAULT_REFUSAL = "I can't help with that."
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_CHECK_EVERY = 32
+DEFAULT_CLASSIFIER_TIMEOUT_S = 10.0
 _MIN_REPLY_ROOM = 128
+_CLASSIFIER_WORKERS = 2
 
 OnToken = Callable[[TokenEvent], None]
 OnFlag = Callable[[Flag], None]
@@ -64,6 +72,20 @@ class GuardedChat:
     replaces the reply by ``refusal``, "continue" records the flag and goes on with
     ``<rf>`` kept out of the context, "reflect" puts ``<rf>`` into the context and lets
     the model continue; or pass a callable ``Flag -> action``.
+
+    ``classifier`` (an :mod:`rfsdk.classifiers` classifier or a function
+    ``(prompt, reply) -> Verdict | bool | score``) cross-checks the guard, as
+    ``cross_check`` says. "confirm": when <rf> fires, the stream pauses until the
+    classifier has judged the reply so far; the policy acts only if it agrees (a
+    rejected flag is kept in ``Reply.checks``, not in ``Reply.flags``). "backstop": the
+    classifier judges the prompt (while the reply streams), the reply so far every
+    ``check_every`` tokens (0: never) and the finished reply; a harmful verdict becomes
+    a flag with ``source="classifier"`` that the policy acts on. "both" does both.
+    Classifiers run in worker threads, never in the streaming one; each verdict arrives
+    as a ``VerdictEvent``. A classifier that raises or takes longer than
+    ``classifier_timeout`` seconds is reported by an ``ErrorEvent`` with
+    ``where="classifier"`` and the turn goes on, guarded by <rf> alone. A stream check
+    still running when the reply ends is dropped: the reply check covers its text.
 
     Thread safety: every method may be called from any thread; turns on one model
     are serialised (chats sharing one ``Llama`` share its lock). ``cancel()`` may be
@@ -87,11 +109,21 @@ class GuardedChat:
         chat_template: str | None = None,
         overflow: Overflow = "truncate",
         max_reflections: int = 1,
+        classifier: ClassifierLike | None = None,
+        cross_check: CrossCheckMode = "backstop",
+        check_every: int = DEFAULT_CHECK_EVERY,
+        classifier_timeout: float = DEFAULT_CLASSIFIER_TIMEOUT_S,
         allow_unguarded: bool = False,
         verbose: bool = False,
     ) -> None:
         if overflow not in ("truncate", "error"):
             raise ValueError(f"overflow must be 'truncate' or 'error', not {overflow!r}")
+        if cross_check not in CROSS_CHECK_MODES:
+            raise ValueError(f"cross_check must be one of {', '.join(CROSS_CHECK_MODES)}, not {cross_check!r}")
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 0:
+            raise ValueError(f"check_every must be a whole number of tokens >= 0, not {check_every!r}")
+        if not classifier_timeout > 0:
+            raise ValueError(f"classifier_timeout must be > 0 seconds, not {classifier_timeout!r}")
         self.sampling = sampling or SamplingConfig()
         loaded = load_model(
             model,
@@ -121,6 +153,11 @@ class GuardedChat:
         self.refusal = refusal
         self.overflow: Overflow = overflow
         self.max_reflections = max_reflections
+        self.classifier = classifier
+        self.cross_check: CrossCheckMode = cross_check
+        self.check_every = check_every
+        self.classifier_timeout = float(classifier_timeout)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._history: list[Message] = []
         self._lock = lock_for(self.llm)
         self._cancels: set[threading.Event] = set()
@@ -162,6 +199,21 @@ class GuardedChat:
     def policy(self, value: PolicyLike) -> None:
         self._policy_fn = resolve_policy(value)
         self._policy = value
+
+    @property
+    def classifier(self) -> Classifier | None:
+        """The cross-checking classifier, or None (a function given is wrapped in a Classifier)."""
+        return self._classifier
+
+    @classifier.setter
+    def classifier(self, value: ClassifierLike | None) -> None:
+        classifier = None if value is None else as_classifier(value)
+        if classifier is not None and getattr(classifier, "llm", None) is self.llm:
+            raise ValueError(
+                "The classifier judges with the chat's own model, which is busy during the turn; "
+                "load the judge model separately."
+            )
+        self._classifier = classifier
 
     @property
     def guarded(self) -> bool:
@@ -325,6 +377,9 @@ class GuardedChat:
         budget = self.llm.n_ctx() - len(prompt)
         if limit is not None:
             budget = min(budget, limit)
+        classifier = self._classifier
+        confirm = classifier is not None and self.cross_check in ("confirm", "both")
+        backstop = classifier is not None and self.cross_check in ("backstop", "both")
         guard = TurnGuard(
             rf_id=self.rf_token_id,
             stop_id=_stop_token(self.llm, self.rf_token_id),
@@ -334,56 +389,39 @@ class GuardedChat:
             rng=self._rng,
             cancel=cancel,
             max_reflections=self.max_reflections,
+            defer=confirm,
         )
         guard.text_so_far = prefill
-        turn = _Turn(user=user, prompt_tokens=len(prompt), guard=guard, started=started, text=prefill)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        s = self.sampling
-        tokens = self.llm.generate(
-            prompt,
-            temp=s.temperature,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            min_p=s.min_p,
-            repeat_penalty=s.repeat_penalty,
-            logits_processor=llama_cpp.LogitsProcessorList([guard]),
+        checks = None
+        if classifier is not None:
+            checks = TurnChecks(classifier, self._classifier_pool(), message, self.classifier_timeout)
+            if backstop:
+                checks.submit("prompt", 0, "")
+        turn = _Turn(
+            user=user,
+            prompt=prompt,
+            budget=budget,
+            guard=guard,
+            checks=checks,
+            started=started,
+            text=prefill,
+            next_stream_check=self.check_every if backstop else 0,
         )
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        tokens = self._generate(prompt, guard)
         try:
-            for token in tokens:
-                for flag in guard.take_flags():
-                    turn.flags.append(flag)
-                    yield FlagEvent(flag=flag)
-                    turn.error = self._call(self.on_flag, flag, "on_flag")
-                    if turn.error:
-                        yield ErrorEvent(message=turn.error, where="on_flag")
-                        turn.finish = "error"
+            while True:
+                outcome = "end"
+                for token in tokens:
+                    outcome = yield from self._step(turn, token, decoder, cancel)
+                    if outcome != "next" or turn.generated >= budget:
                         break
-                if turn.error:
+                if outcome != "restart" and backstop and turn.finish in ("stop", "length"):
+                    outcome = yield from self._check_reply(turn, cancel)
+                if outcome != "restart":
                     break
-                if guard.stop_reason:
-                    turn.finish = guard.stop_reason
-                    if guard.error:
-                        turn.error = guard.error
-                        yield ErrorEvent(message=guard.error, where="policy")
-                    break
-                turn.generated += 1
-                if token == self.rf_token_id:
-                    pass
-                elif llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    turn.finish = "stop"
-                    break
-                else:
-                    piece = decoder.decode(self._piece(token))
-                    if piece:
-                        event = turn.show(piece, token)
-                        yield event
-                        turn.error = self._call(self.on_token, event, "on_token")
-                        if turn.error:
-                            yield ErrorEvent(message=turn.error, where="on_token")
-                            turn.finish = "error"
-                            break
-                if turn.generated >= budget:
-                    break
+                tokens.close()
+                tokens = self._generate(prompt + turn.ids, guard)
         except GeneratorExit:
             # The caller stopped reading: the turn counts as cancelled.
             tokens.close()
@@ -394,7 +432,156 @@ class GuardedChat:
         turn.text += decoder.decode(b"", final=True)
         yield EndEvent(**self._finish(turn).model_dump())
 
+    def _generate(self, tokens: list[int], guard: TurnGuard) -> Generator[int, None, None]:
+        s = self.sampling
+        return self.llm.generate(
+            tokens,
+            temp=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty,
+            logits_processor=llama_cpp.LogitsProcessorList([guard]),
+        )
+
+    # Each step below yields events and returns what the turn does next: "next" (go on),
+    # "end" (the reply is over; turn.finish says why) or "restart" (turn.ids changed, so
+    # generation starts again from the prompt and turn.ids, reusing llama.cpp's cache).
+
+    def _step(
+        self, turn: "_Turn", token: int, decoder: codecs.IncrementalDecoder, cancel: threading.Event
+    ) -> Generator[Event, None, str]:
+        guard = turn.guard
+        outcome = yield from self._emit_flags(turn)
+        if outcome != "next":
+            return outcome
+        if guard.stop_reason:
+            turn.finish = guard.stop_reason
+            if guard.error:
+                turn.error = guard.error
+                yield ErrorEvent(message=guard.error, where="policy")
+            return "end"
+        if guard.deferred:
+            # <rf> fired at this step and was masked; `token` was sampled in its place and is
+            # shown only if the classifier rejects the flag or the policy continues.
+            flag = guard.deferred.pop(0)
+            outcome = yield from self._confirm(turn, flag, cancel)
+            if outcome != "next":
+                return outcome
+        turn.generated += 1
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token) and token != self.rf_token_id:
+            turn.finish = "stop"
+            return "end"
+        turn.ids.append(token)
+        if token != self.rf_token_id:
+            piece = decoder.decode(self._piece(token))
+            if piece:
+                event = turn.show(piece, token)
+                yield event
+                turn.error = self._call(self.on_token, event, "on_token")
+                if turn.error:
+                    yield ErrorEvent(message=turn.error, where="on_token")
+                    turn.finish = "error"
+                    return "end"
+        if turn.checks is None:
+            return "next"
+        for check in turn.checks.ready():
+            outcome = yield from self._on_check(turn, check)
+            if outcome != "next":
+                return outcome
+        if turn.next_stream_check and len(turn.ids) >= turn.next_stream_check and not turn.checks.running("stream"):
+            turn.checks.submit("stream", len(turn.ids), turn.text)
+            turn.next_stream_check = len(turn.ids) + self.check_every
+        return "next"
+
+    def _emit_flags(self, turn: "_Turn") -> Generator[Event, None, str]:
+        for flag in turn.guard.take_flags():
+            turn.flags.append(flag)
+            yield FlagEvent(flag=flag)
+            turn.error = self._call(self.on_flag, flag, "on_flag")
+            if turn.error:
+                yield ErrorEvent(message=turn.error, where="on_flag")
+                turn.finish = "error"
+                return "end"
+        return "next"
+
+    def _act(self, turn: "_Turn", flag: Flag) -> Generator[Event, None, str]:
+        action = turn.guard.decide(flag)
+        outcome = yield from self._emit_flags(turn)
+        if outcome != "next":
+            return outcome
+        if action == "halt":
+            turn.finish = "halt"
+            return "end"
+        if action == "reflect":
+            room = len(turn.prompt) + len(turn.ids) + 1 < self.llm.n_ctx() and turn.generated < turn.budget
+            if self.rf_token_id is None or not room:
+                return "next"
+            turn.ids.append(self.rf_token_id)
+            turn.generated += 1
+            turn.guard.rewind(len(turn.ids), turn.text)
+            return "restart"
+        if action == "continue":
+            return "next"
+        turn.error = turn.guard.error
+        turn.finish = "error"
+        yield ErrorEvent(message=turn.error or "policy failed", where="policy")
+        return "end"
+
+    def _confirm(self, turn: "_Turn", flag: Flag, cancel: threading.Event) -> Generator[Event, None, str]:
+        assert turn.checks is not None
+        check = turn.checks.wait(turn.checks.submit("confirm", flag.position, flag.text_so_far, flag), cancel)
+        if check is None:
+            turn.finish = "cancelled"
+            return "end"
+        yield _check_event(check)
+        if check.verdict is not None and not check.verdict.harmful:
+            return "next"
+        return (yield from self._act(turn, flag.model_copy(update={"verdict": check.verdict})))
+
+    def _on_check(self, turn: "_Turn", check: Check) -> Generator[Event, None, str]:
+        yield _check_event(check)
+        verdict = check.verdict
+        if verdict is None or not verdict.harmful or turn.classifier_flagged:
+            return "next"
+        flag = Flag(
+            position=len(turn.ids),
+            probability=verdict.score,
+            source="classifier",
+            text_so_far=turn.text,
+            verdict=verdict,
+        )
+        turn.classifier_flagged = True
+        outcome = yield from self._act(turn, flag)
+        if outcome == "restart":
+            turn.classifier_flagged = False
+        return outcome
+
+    def _check_reply(self, turn: "_Turn", cancel: threading.Event) -> Generator[Event, None, str]:
+        checks = turn.checks
+        assert checks is not None
+        checks.drop("stream")
+        checks.submit("reply", len(turn.ids), turn.text)
+        for pending in checks.running():
+            check = checks.wait(pending, cancel)
+            if check is None:
+                turn.finish = "cancelled"
+                return "end"
+            outcome = yield from self._on_check(turn, check)
+            if outcome != "next":
+                return outcome
+        return "end"
+
+    def _classifier_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=_CLASSIFIER_WORKERS, thread_name_prefix="rfsdk-classifier"
+            )
+        return self._executor
+
     def _finish(self, turn: "_Turn") -> Reply:
+        if turn.checks is not None:
+            turn.checks.drop()
         reply = turn.reply(self.refusal)
         self._history += [
             turn.user,
@@ -458,6 +645,12 @@ def _check_message(message: object) -> None:
         raise EmptyMessageError("The message is empty. Type something to send.")
 
 
+def _check_event(check: Check) -> VerdictEvent | ErrorEvent:
+    if check.verdict is None:
+        return ErrorEvent(message=check.error or "classifier failed", where="classifier")
+    return VerdictEvent(check=check)
+
+
 def _stop_token(llm: llama_cpp.Llama, rf_id: int | None) -> int:
     eos = llm.token_eos()
     return eos if eos >= 0 else (rf_id or 0)
@@ -468,11 +661,19 @@ class _Turn:
     """What one turn has produced so far."""
 
     user: Message
-    prompt_tokens: int
+    prompt: list[int]
+    budget: int
     guard: TurnGuard
+    checks: TurnChecks | None
     started: float
     text: str
+    next_stream_check: int
+    """Reply length at which the next stream check is due (0: no stream checks)."""
+    ids: list[int] = field(default_factory=list)
+    """The reply tokens so far (<rf> included), one per reply step."""
     flags: list[Flag] = field(default_factory=list)
+    classifier_flagged: bool = False
+    """A classifier flag stands (later harmful verdicts raise no new flag until a reflection)."""
     finish: FinishReason = "length"
     error: str | None = None
     generated: int = 0
@@ -501,11 +702,12 @@ class _Turn:
             prompt_rf_probability=self.guard.prompt_probability,
             max_rf_probability=self.guard.max_probability,
             finish_reason=self.finish,
-            usage=Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.generated),
+            usage=Usage(prompt_tokens=len(self.prompt), completion_tokens=self.generated),
             timings=Timings(
                 time_to_first_token_s=None if first is None else first - self.started,
                 total_s=now - self.started,
                 tokens_per_s=(self.generated - 1) / decode_s if self.generated > 1 and decode_s > 0 else 0.0,
             ),
+            checks=list(self.checks.settled) if self.checks is not None else [],
             error=self.error,
         )
