@@ -8,7 +8,9 @@
 """
 
 from .chat import DEFAULT_REFUSAL, GuardedChat
+from .classifiers import Classifier, FunctionClassifier, LlamaJudge, TextClassifier
 from .config import SamplingConfig
+from .cross_check import CrossCheckMode
 from .default_model import DefaultModel, default_model, default_model_path
 from .errors import (
     ChatTemplateError,
@@ -23,6 +25,7 @@ from .errors import (
 )
 from .events import (
     Action,
+    Check,
     EndEvent,
     ErrorEvent,
     Event,
@@ -35,6 +38,8 @@ from .events import (
     Timings,
     TokenEvent,
     Usage,
+    Verdict,
+    VerdictEvent,
 )
 from .model_source import resolve_model
 from .prompt import CHATML_TEMPLATE
@@ -45,7 +50,10 @@ __all__ = [
     "Action",
     "CHATML_TEMPLATE",
     "ChatTemplateError",
+    "Check",
+    "Classifier",
     "ContextOverflowError",
+    "CrossCheckMode",
     "DEFAULT_REFUSAL",
     "DefaultModel",
     "EmptyMessageError",
@@ -55,7 +63,9 @@ __all__ = [
     "Flag",
     "FlagEvent",
     "FlagSource",
+    "FunctionClassifier",
     "GuardedChat",
+    "LlamaJudge",
     "Message",
     "MissingRfTokenError",
     "ModelFileError",
@@ -66,9 +76,12 @@ __all__ = [
     "RfTokenTypeError",
     "RfsdkError",
     "SamplingConfig",
+    "TextClassifier",
     "Timings",
     "TokenEvent",
     "Usage",
+    "Verdict",
+    "VerdictEvent",
     "default_model",
     "default_model_path",
     "resolve_model",

@@ -2,7 +2,9 @@
 
 The shipped weights (``rfsdk/classifiers/data/text_classifier.npz``, ~0.2 MB) were
 trained on the rfsdk dataset's train split by ``python -m rfsdk.classifiers.text_train``;
-the threshold was chosen on the validation split. It judges a few thousand
+the threshold was chosen on the validation split. A prompt judged alone (reply "") has
+no reply features, so its logit gets its own offset, chosen so that the one threshold
+meets the same validation false-positive rate on prompts alone. It judges a few thousand
 conversations per second on one core, so it suits stream moderation and backstops; it
 knows only the words of its training data, so it is a cross-check, not a guard on its own.
 """
@@ -33,14 +35,20 @@ class TextClassifier(Classifier):
     """Logistic regression on :mod:`~rfsdk.classifiers.text_features`; score = P(harmful).
 
     ``TextClassifier.load()`` loads the shipped weights; ``threshold`` overrides the
-    threshold saved with them. ``info`` holds what the training run recorded
-    (dataset, metrics).
+    threshold saved with them. ``prompt_bias`` is added to the logit of a prompt judged
+    alone. ``info`` holds what the training run recorded (dataset, metrics).
     """
 
     name = "text"
 
     def __init__(
-        self, weights: np.ndarray, bias: float, threshold: float, *, info: dict | None = None
+        self,
+        weights: np.ndarray,
+        bias: float,
+        threshold: float,
+        *,
+        prompt_bias: float = 0.0,
+        info: dict | None = None,
     ) -> None:
         weights = np.asarray(weights, dtype=np.float32)
         if weights.shape != (text_features.DIM,):
@@ -49,6 +57,7 @@ class TextClassifier(Classifier):
             raise ValueError(f"threshold must be in [0, 1], not {threshold}")
         self.weights = weights
         self.bias = float(bias)
+        self.prompt_bias = float(prompt_bias)
         self.threshold = float(threshold)
         self.info = dict(info or {})
 
@@ -65,8 +74,10 @@ class TextClassifier(Classifier):
                 )
             weights = data["weights"].astype(np.float32) * float(data["scale"])
             bias = float(data["bias"])
+            prompt_bias = float(data["prompt_bias"])
             saved_threshold = float(data["threshold"])
-        return cls(weights, bias, saved_threshold if threshold is None else threshold, info=info)
+        chosen = saved_threshold if threshold is None else threshold
+        return cls(weights, bias, chosen, prompt_bias=prompt_bias, info=info)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the weights (8-bit, one scale) with the bias, threshold and ``info``."""
@@ -80,6 +91,7 @@ class TextClassifier(Classifier):
                 weights=quantised,
                 scale=np.float64(scale),
                 bias=np.float64(self.bias),
+            prompt_bias=np.float64(self.prompt_bias),
                 threshold=np.float64(self.threshold),
                 info=np.array(json.dumps(info)),
             )
@@ -87,7 +99,8 @@ class TextClassifier(Classifier):
 
     def scores(self, pairs: Sequence[Pair]) -> np.ndarray:
         """P(harmful) of each (prompt, reply) pair."""
-        logits = text_features.featurize(pairs).dot(self.weights) + self.bias
+        alone = np.array([not reply for _, reply in pairs], dtype=bool)
+        logits = text_features.featurize(pairs).dot(self.weights) + self.bias + self.prompt_bias * alone
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
 
     def classify(self, prompt: str, reply: str = "") -> Verdict:

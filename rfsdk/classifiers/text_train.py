@@ -2,9 +2,11 @@
 
 ``python -m rfsdk.classifiers.text_train [--out PATH]`` fits on the train split, picks
 the threshold on the validation split (the lowest one with a false-positive rate at
-most ``--target-fpr``), reports validation and test figures, and writes the weights
-(by default over the shipped file). It needs the dataset (``rfsdk.train.data``) but
-only numpy to fit.
+most ``--target-fpr`` on conversations) and the logit offset of prompts judged alone
+(the same false-positive rate on validation prompts at that threshold), reports
+validation and test figures, and writes the weights (by default over the shipped file).
+It needs the dataset (``rfsdk.train.data``) but only numpy to fit (about 4 minutes on
+2 CPU cores).
 """
 
 from __future__ import annotations
@@ -117,10 +119,15 @@ def train(*, target_fpr: float = 0.05, steps: int = 300) -> tuple[TextClassifier
     weights, bias = fit(pairs, labels, steps=steps)
     classifier = TextClassifier(weights, bias, 0.5)
     # Quantise first, so the threshold is chosen for the weights that ship.
-    pairs_val, labels_val = evaluation_sets(validation)["conversations"]
     classifier.weights = _quantised(classifier.weights)
+    sets = evaluation_sets(validation)
+    pairs_val, labels_val = sets["conversations"]
     scores = classifier.scores(pairs_val)
     classifier.threshold = min(threshold_for_fpr(scores[~labels_val], target_fpr), 1.0)
+    prompts_val, prompt_labels = sets["prompts"]
+    prompt_scores = classifier.scores(prompts_val)
+    prompt_threshold = threshold_for_fpr(prompt_scores[~prompt_labels], target_fpr)
+    classifier.prompt_bias = _logit(classifier.threshold) - _logit(prompt_threshold)
     figures = [
         split_figures(classifier, validation, "validation"),
         split_figures(classifier, dataset.split("test", evaluation=True), "test"),
@@ -128,10 +135,16 @@ def train(*, target_fpr: float = 0.05, steps: int = 300) -> tuple[TextClassifier
     classifier.info = {
         "trained_on": "rfsdk dataset, train split",
         "train_pairs": len(pairs),
-        "threshold_rule": f"lowest threshold with validation conversation FPR <= {target_fpr}",
+        "threshold_rule": f"lowest threshold with validation FPR <= {target_fpr} on conversations and, "
+        "with prompt_bias, on prompts alone",
         "figures": [f.model_dump() for f in figures],
     }
     return classifier, figures
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1.0 - 1e-6)
+    return float(np.log(p / (1.0 - p)))
 
 
 def _quantised(weights: np.ndarray) -> np.ndarray:
@@ -140,7 +153,10 @@ def _quantised(weights: np.ndarray) -> np.ndarray:
 
 
 def _table(figures: list[SplitFigures]) -> str:
-    lines = ["| split | set | threshold | TPR | FPR | ROC-AUC | harmful | benign |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| split | set | threshold | TPR | FPR | ROC-AUC | harmful | benign |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for f in figures:
         for name in ("conversations", "prompts"):
             m: DetectionMetrics = getattr(f, name)
