@@ -62,6 +62,10 @@ class GGUFInfo(BaseModel):
     context_length: int | None
     n_vocab: int
     tensor_count: int
+    tensor_types: dict[str, int]
+    """Tensor name -> GGML type number (see ``gguf.GGMLQuantizationType``)."""
+    tokens: list[bytes]
+    """The text of every vocabulary token, by id."""
     chat_template: str | None
     bos_token_id: int | None
     eos_token_id: int | None
@@ -281,14 +285,15 @@ class _Parser:
         self.count(n_kv, _MIN_KV_BYTES, "metadata entries")
         self.count(n_tensors, _MIN_TENSOR_INFO_BYTES, "tensors")
         meta, tokens, types = self.read_metadata(n_kv)
-        data_end = self.read_tensor_infos(n_tensors, self.alignment(meta))
+        tensor_types: dict[str, int] = {}
+        data_end = self.read_tensor_infos(n_tensors, self.alignment(meta), tensor_types)
         if data_end > self.size:
             raise ModelFileError(
                 f"{self.path} is truncated: its tensors need {data_end} bytes but the file has only "
                 f"{self.size} bytes ({data_end - self.size} missing). "
                 "The download or export was cut short; re-download or re-export it."
             )
-        return self.build_info(version, n_tensors, meta, tokens, types)
+        return self.build_info(version, tensor_types, meta, tokens, types)
 
     def read_metadata(
         self, n_kv: int
@@ -340,17 +345,15 @@ class _Parser:
             self.fail(f"general.alignment is {value!r}, not a positive power of two")
         return value
 
-    def read_tensor_infos(self, n_tensors: int, alignment: int) -> int:
-        """Read the tensor table; return the file size its tensor data needs."""
+    def read_tensor_infos(self, n_tensors: int, alignment: int, types: dict[str, int]) -> int:
+        """Read the tensor table into ``types`` (name -> type); return the file size its data needs."""
         data_needed = 0
-        names: set[str] = set()
         for index in range(n_tensors):
             self.where = f"tensor info section, tensor {index} of {n_tensors}"
             name = self.string()
             self.where = f"tensor info section, tensor {name!r}"
-            if name in names:
+            if name in types:
                 self.fail("this tensor name appears twice")
-            names.add(name)
             n_dims = self.u32()
             if n_dims > _MAX_DIMS:
                 self.fail(f"the tensor has {n_dims} dimensions; at most {_MAX_DIMS} are allowed")
@@ -365,6 +368,7 @@ class _Parser:
                     "or uses a type newer than this gguf package: update gguf (pip install -U gguf) "
                     "or re-export it."
                 ) from None
+            types[name] = ggml_type
             if dims and dims[0] % block:
                 self.fail(
                     f"its first dimension {dims[0]} is not a multiple of the {block}-element block size"
@@ -383,7 +387,7 @@ class _Parser:
     def build_info(
         self,
         version: int,
-        n_tensors: int,
+        tensor_types: dict[str, int],
         meta: dict[str, MetadataValue],
         tokens: list[bytes] | None,
         types: tuple[struct.Struct, bytes] | None,
@@ -412,7 +416,9 @@ class _Parser:
             name=self.typed(meta, "general.name", str),
             context_length=self.typed(meta, f"{architecture}.context_length", int) if architecture else None,
             n_vocab=len(tokens),
-            tensor_count=n_tensors,
+            tensor_count=len(tensor_types),
+            tensor_types=tensor_types,
+            tokens=tokens,
             chat_template=self.typed(meta, "tokenizer.chat_template", str),
             bos_token_id=self.typed(meta, "tokenizer.ggml.bos_token_id", int),
             eos_token_id=self.typed(meta, "tokenizer.ggml.eos_token_id", int),

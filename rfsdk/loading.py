@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +11,15 @@ import llama_cpp
 
 from .errors import MissingRfTokenError, ModelFileError, RfTokenTypeError
 from .gguf_file import read_gguf_info
+from .model_checks import check_model_info
 from .model_source import resolve_model
 from .prompt import token_piece
 
 MAX_DEFAULT_CTX = 4096
+CTX_PAD = 256
+"""llama.cpp rounds the context up to a multiple of this; llama-cpp-python does not, so
+rfsdk asks for a multiple itself (otherwise a prompt near the end of the context overruns
+llama-cpp-python's token buffer)."""
 _RF_TEXT = b"<rf>"
 
 
@@ -41,20 +47,23 @@ def load_model(
     """Resolve and load ``model`` (or inspect an already loaded ``Llama``).
 
     The GGUF header is checked before llama.cpp sees the file, so a missing <rf>
-    token, a truncated download or a file of another kind fails fast and clearly.
+    token, a truncated download or a file of another kind fails fast and clearly, and so
+    does metadata that would crash llama.cpp (see :mod:`rfsdk.model_checks`). ``n_ctx`` is
+    rounded up to a multiple of :data:`CTX_PAD`.
     """
     if isinstance(model, llama_cpp.Llama):
         loaded = _inspect_loaded(model)
     else:
         path = resolve_model(model)
         info = read_gguf_info(path)
+        check_model_info(info)
         if info.rf_token_id is not None:
             _check_control(path, info.rf_token_id, info.rf_token_type == int(llama_cpp.LLAMA_TOKEN_TYPE_CONTROL))
         elif not allow_unguarded:
             raise _missing_rf(path)
         llm = _load_llama(
             path,
-            n_ctx=n_ctx or min(info.context_length or MAX_DEFAULT_CTX, MAX_DEFAULT_CTX),
+            n_ctx=_padded(n_ctx or min(info.context_length or MAX_DEFAULT_CTX, MAX_DEFAULT_CTX)),
             n_gpu_layers=n_gpu_layers,
             n_threads=n_threads,
             seed=seed if seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
@@ -64,6 +73,10 @@ def load_model(
     if loaded.rf_token_id is None and not allow_unguarded:
         raise _missing_rf(loaded.path)
     return loaded
+
+
+def _padded(n_ctx: int) -> int:
+    return max(1, -(-n_ctx // CTX_PAD)) * CTX_PAD
 
 
 def _missing_rf(path: Path) -> MissingRfTokenError:
@@ -96,6 +109,12 @@ def _load_llama(path: Path, **params) -> llama_cpp.Llama:
 def _inspect_loaded(llm: llama_cpp.Llama) -> LoadedModel:
     meta = llm.metadata
     path = Path(llm.model_path)
+    if len(llm.input_ids) < llm.n_ctx():
+        raise ValueError(
+            f"This Llama was created with n_ctx={len(llm.input_ids)}, which llama.cpp rounds up to "
+            f"{llm.n_ctx()}; llama-cpp-python {llama_cpp.__version__} then fails on prompts longer "
+            f"than {len(llm.input_ids)} tokens. Create it with n_ctx={llm.n_ctx()} (a multiple of {CTX_PAD})."
+        )
     rf_id: int | None = None
     if meta.get("rf.token", "").isdigit():
         rf_id = int(meta["rf.token"])
@@ -106,8 +125,20 @@ def _inspect_loaded(llm: llama_cpp.Llama) -> LoadedModel:
     if rf_id is not None:
         attr = llama_cpp.llama_vocab_get_attr(llm._model.vocab, rf_id)
         _check_control(path, rf_id, bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL))
-    try:
-        threshold = float(meta["rf.threshold"]) if "rf.threshold" in meta else None
-    except ValueError:
-        threshold = None
+    threshold = _loaded_threshold(path, meta.get("rf.threshold"))
     return LoadedModel(llm, path, rf_id, threshold, meta.get("tokenizer.chat_template"))
+
+
+def _loaded_threshold(path: Path, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise ModelFileError(
+            f"{path} is corrupt: rf.threshold is {text!r}, not a probability in (0, 1]. "
+            "Re-download or re-export the model."
+        )
+    return value

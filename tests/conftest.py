@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,3 +18,23 @@ def demo_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_model_no_rf_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_demo_model(tmp_path_factory.mktemp("demo") / "demo-no-rf.gguf", with_rf=False)
+
+
+# ----- opt-in long variants of the reliability suites (fuzz, soak) ----------------------------
+# `python -m pytest --long` (or RFSDK_LONG_TESTS=1) runs them with many more examples, cases and
+# turns; by default they are CI-sized (seconds to a minute each on 2 cores).
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the long variants of the fuzz and soak suites (also: RFSDK_LONG_TESTS=1)",
+    )
+
+
+@pytest.fixture(scope="session")
+def long_mode(request: pytest.FixtureRequest) -> bool:
+    """True when pytest was started with --long or with RFSDK_LONG_TESTS=1 in the environment."""
+    return bool(request.config.getoption("--long")) or os.environ.get("RFSDK_LONG_TESTS") == "1"
