@@ -31,6 +31,10 @@ class EmptyMessageError(RfsdkError, ValueError):
     """A chat message was empty or only whitespace."""
 
 
+class InvalidTextError(RfsdkError, ValueError):
+    """A message, system prompt or prefill is not valid Unicode text (e.g. a lone surrogate)."""
+
+
 class ReentrantCallError(RfsdkError, RuntimeError):
     """A chat was called from inside one of its own callbacks."""
 

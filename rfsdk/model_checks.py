@@ -80,9 +80,10 @@ def _check_tensor_types(info: GGUFInfo) -> None:
 
 def _check_vocabulary(info: GGUFInfo) -> None:
     seen: dict[bytes, int] = {}
-    for token_id, text in enumerate(info.tokens):
-        # llama.cpp renames an empty token to "[EMPTY_<id>]" before it looks for duplicates.
-        text = text or f"[EMPTY_{token_id}]".encode()
+    for token_id, raw in enumerate(info.tokens):
+        # llama.cpp reads token texts as C strings (cut at the first NUL) and renames an
+        # empty one to "[EMPTY_<id>]" before it looks for duplicates.
+        text = raw.partition(b"\0")[0] or f"[EMPTY_{token_id}]".encode()
         first = seen.setdefault(text, token_id)
         if first != token_id:
             raise _corrupt(info, f"tokens {first} and {token_id} both have the text {text[:40]!r}")

@@ -15,7 +15,7 @@ import jinja2
 import jinja2.sandbox
 import llama_cpp
 
-from .errors import ChatTemplateError
+from .errors import ChatTemplateError, InvalidTextError
 from .events import Message
 
 CHATML_TEMPLATE = (
@@ -87,13 +87,39 @@ class PromptBuilder:
         return tokens
 
     def _tokenize(self, text: str, *, special: bool) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        return tokenize(self._llm, _utf8(text), special=special)
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidTextError(
+            f"The text {text[max(0, exc.start - 20) : exc.end + 20]!r} holds a lone surrogate "
+            f"({text[exc.start]!r} at character {exc.start}), which is not Unicode text and "
+            "cannot be sent to the model. Decode the input with errors='replace' first."
+        ) from None
 
 
 def _token_text(llm: llama_cpp.Llama, token_id: int) -> str:
     if token_id < 0:
         return ""
     return token_piece(llm, token_id, special=True).decode("utf-8", errors="replace")
+
+
+def tokenize(llm: llama_cpp.Llama, data: bytes, *, special: bool) -> list[int]:
+    """Tokenize ``data`` without a BOS token (``special``: parse special-token texts).
+
+    Unlike ``Llama.tokenize``, which allocates a buffer of the model's whole training
+    context on every call, the buffer fits the text (at most one token per byte).
+    """
+    size = len(data) + 1
+    while True:
+        buf = (llama_cpp.llama_token * size)()
+        n = llama_cpp.llama_tokenize(llm._model.vocab, data, len(data), buf, size, False, special)
+        if n >= 0:
+            return buf[:n]
+        size = -n
 
 
 def token_piece(llm: llama_cpp.Llama, token_id: int, *, special: bool = False) -> bytes:
