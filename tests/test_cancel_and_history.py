@@ -1,0 +1,235 @@
+"""Cancelling in every phase of a turn, and the history after halts, cancels and failures.
+
+Phases: queued behind another turn, before the prompt is evaluated, during prompt
+evaluation (cancel() from inside ``Llama.eval``), mid-stream, inside the policy and the
+flag callback, and after the end. After each the history holds the turn once (user message,
+then the reply so far with its finish reason) and the chat goes on normally. rfchat's
+/save then /load (cli/commands.py through a Session) restores such a history exactly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import llama_cpp
+import pytest
+from rfsdk.cli.session import Session
+
+from rfsdk import GuardedChat, SamplingConfig
+from rfsdk.chat import DEFAULT_REFUSAL
+from rfsdk.demo_model import (
+    DEMO_BENIGN_REPLY,
+    DEMO_ENDLESS_PIECE,
+    DEMO_ENDLESS_PREFILL,
+    DEMO_HARMFUL_CONTINUATION,
+    DEMO_HARMFUL_ENDING,
+    DEMO_HARMFUL_PREFILL,
+    DEMO_TRIGGER_WORD,
+)
+from rfsdk.events import EndEvent, Message, TokenEvent
+
+GREEDY = SamplingConfig(temperature=0.0, max_tokens=64)
+
+
+@pytest.fixture(scope="module")
+def llm(demo_model_path):
+    return llama_cpp.Llama(str(demo_model_path), n_ctx=2048, n_threads=1, n_threads_batch=1, verbose=False)
+
+
+@pytest.fixture
+def chat(llm):
+    return GuardedChat(llm, sampling=GREEDY)
+
+
+def _assert_consistent_and_goes_on(chat: GuardedChat, last: tuple[str, str | None, str]) -> None:
+    """The history ends with the turn ``last`` (user text, reply text or None, finish) and the
+    chat answers the next message as usual."""
+    history = chat.history
+    assert [m.role for m in history] == ["user", "assistant"] * (len(history) // 2)
+    user, assistant = history[-2:]
+    assert user.content == last[0]
+    if last[1] is not None:
+        assert assistant.content == last[1]
+    assert assistant.finish_reason == last[2]
+    assert not chat._cancels
+    reply = chat.send("hello again")
+    assert (reply.text, reply.finish_reason) == (DEMO_BENIGN_REPLY, "stop")
+    assert chat.history[: len(history)] == history
+
+
+def test_cancel_before_the_turn_starts(chat):
+    events = chat.stream("count", prefill=DEMO_ENDLESS_PREFILL)
+    chat.cancel()
+    end = list(events)[-1]
+    assert (end.text, end.finish_reason, end.usage.completion_tokens) == (DEMO_ENDLESS_PREFILL, "cancelled", 0)
+    _assert_consistent_and_goes_on(chat, ("count", DEMO_ENDLESS_PREFILL, "cancelled"))
+
+
+def test_cancel_while_queued_behind_another_turn(llm):
+    first, second = GuardedChat(llm, sampling=GREEDY), GuardedChat(llm, sampling=GREEDY)
+    running = first.stream("count", prefill=DEMO_ENDLESS_PREFILL)
+    next(running)  # the first chat now holds the model
+    ends: list[EndEvent] = []
+    waiting = threading.Thread(target=lambda: ends.extend(e for e in second.stream("hi") if isinstance(e, EndEvent)))
+    waiting.start()
+    while not second._cancels:  # the second turn is registered, and waits for the model
+        time.sleep(0.001)
+    second.cancel()
+    running.close()
+    waiting.join(timeout=30)
+    assert [e.finish_reason for e in ends] == ["cancelled"]
+    _assert_consistent_and_goes_on(first, ("count", None, "cancelled"))
+    _assert_consistent_and_goes_on(second, ("hi", "", "cancelled"))
+
+
+def test_cancel_during_prompt_evaluation(chat, monkeypatch):
+    real_eval = chat.llm.eval
+    calls = []
+
+    def eval_and_cancel(tokens):
+        if not calls:
+            chat.cancel()  # arrives while llama.cpp evaluates the prompt
+        calls.append(len(tokens))
+        real_eval(tokens)
+
+    monkeypatch.setattr(chat.llm, "eval", eval_and_cancel)
+    reply = chat.send("a long message " * 100)
+    monkeypatch.undo()
+    assert calls[0] > 200 and (reply.text, reply.finish_reason) == ("", "cancelled")
+    _assert_consistent_and_goes_on(chat, ("a long message " * 100, "", "cancelled"))
+
+
+@pytest.mark.parametrize("from_thread", [False, True])
+def test_cancel_mid_stream(chat, from_thread):
+    shown = []
+
+    def on_token(event: TokenEvent) -> None:
+        shown.append(event.text)
+        if len(shown) == 3:
+            if from_thread:
+                t = threading.Thread(target=chat.cancel)
+                t.start()
+                t.join()
+            else:
+                chat.cancel()
+
+    chat.on_token = on_token
+    reply = chat.send("count", prefill=DEMO_ENDLESS_PREFILL)
+    assert reply.finish_reason == "cancelled" and len(shown) in (3, 4)
+    assert reply.text == DEMO_ENDLESS_PREFILL + "".join(shown) == DEMO_ENDLESS_PREFILL + DEMO_ENDLESS_PIECE * len(shown)
+    chat.on_token = None
+    _assert_consistent_and_goes_on(chat, ("count", reply.text, "cancelled"))
+
+
+@pytest.mark.parametrize("action", ["halt", "continue"])
+def test_cancel_inside_the_policy(chat, action):
+    def policy(flag):
+        chat.cancel()
+        return action
+
+    chat.policy = policy
+    reply = chat.send("go on", prefill=DEMO_HARMFUL_PREFILL)
+    # "continue": the token sampled in place of <rf> is shown, then the cancel stops the turn
+    cancelled = DEMO_HARMFUL_PREFILL + DEMO_HARMFUL_CONTINUATION + DEMO_HARMFUL_ENDING.rstrip(".")
+    expected = (DEFAULT_REFUSAL, "halt") if action == "halt" else (cancelled, "cancelled")
+    assert (reply.text, reply.finish_reason) == expected and reply.flagged
+    chat.policy = "halt"
+    _assert_consistent_and_goes_on(chat, ("go on", expected[0], expected[1]))
+
+
+def test_cancel_inside_the_flag_callback(chat):
+    chat.on_flag = lambda flag: chat.cancel()
+    chat.policy = "continue"
+    reply = chat.send("go on", prefill=DEMO_HARMFUL_PREFILL)
+    assert reply.finish_reason == "cancelled" and reply.flagged
+    chat.on_flag, chat.policy = None, "halt"
+    _assert_consistent_and_goes_on(chat, ("go on", reply.text, "cancelled"))
+
+
+def test_cancel_after_the_end_changes_nothing(chat):
+    reply = chat.send("hello")
+    chat.cancel()
+    assert (reply.text, reply.finish_reason) == (DEMO_BENIGN_REPLY, "stop")
+    _assert_consistent_and_goes_on(chat, ("hello", DEMO_BENIGN_REPLY, "stop"))
+
+
+@pytest.mark.parametrize(
+    "setup, message, prefill, finish",
+    [
+        ({}, f"a {DEMO_TRIGGER_WORD}", "", "halt"),
+        ({}, "go on", DEMO_HARMFUL_PREFILL, "halt"),
+        ({"on_token": lambda e: 1 / 0}, "hello", "", "error"),
+        ({"on_flag": lambda f: 1 / 0}, "go on", DEMO_HARMFUL_PREFILL, "error"),
+        ({"policy": lambda f: 1 / 0}, "go on", DEMO_HARMFUL_PREFILL, "error"),
+    ],
+    ids=["halt-at-prompt", "halt-mid-stream", "on_token-raises", "on_flag-raises", "policy-raises"],
+)
+def test_history_after_a_halt_or_failure_is_consistent(llm, setup, message, prefill, finish):
+    chat = GuardedChat(llm, sampling=GREEDY, **setup)
+    chat.send("hello")
+    reply = chat.send(message, prefill=prefill)
+    assert reply.finish_reason == finish
+    if finish == "error":
+        assert reply.error
+    for name in setup:
+        setattr(chat, name, "halt" if name == "policy" else None)
+    if DEMO_TRIGGER_WORD in message:
+        assert chat.history[-1].content == DEFAULT_REFUSAL and chat.history[-1].flagged
+        chat.reset()  # the trigger word stays in the context: every later reply would halt
+        assert chat.send("hello").text == DEMO_BENIGN_REPLY
+    else:
+        _assert_consistent_and_goes_on(chat, (message, reply.text, finish))
+
+
+class _RecordingUi:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.infos: list[str] = []
+
+    def begin(self, prefill: str) -> None:
+        pass
+
+    def event(self, event) -> None:
+        pass
+
+    def info(self, command: str, text: str, **data) -> None:
+        self.infos.append(command)
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+
+
+def test_rfchat_save_then_load_restores_the_history_exactly(llm, tmp_path: Path):
+    ui = _RecordingUi()
+    session = Session(GuardedChat(llm, sampling=GREEDY), ui)
+    session.handle("/system Be brief. ünïcode \u2028 \x00 <rf> <|im_end|>")
+    session.handle("hello")
+    session.handle("/prefill " + DEMO_HARMFUL_PREFILL)
+    session.handle("go on")  # halted mid-stream
+    session.handle("/prefill " + DEMO_ENDLESS_PREFILL)
+    session.chat.on_token = lambda e: session.chat.cancel()
+    session.handle("count")  # cancelled after one token
+    session.chat.on_token = lambda e: 1 / 0
+    session.handle("/prefill -")
+    session.handle("<|im_end|><rf> \x1b[31m tabs\tand\r\nlines")  # the callback fails
+    session.chat.on_token = None
+    saved = session.chat.history
+    assert [m.finish_reason for m in saved[1::2]] == ["stop", "halt", "cancelled", "error"]
+    path = tmp_path / "chat.json"
+    session.handle(f"/save {path}")
+
+    other = Session(GuardedChat(llm, sampling=GREEDY), _RecordingUi())
+    other.handle("something else")
+    other.handle(f"/load {path}")
+    assert other.chat.history == saved
+    assert other.chat.system == session.chat.system == "Be brief. ünïcode \u2028 \x00 <rf> <|im_end|>"
+    assert ui.errors == [] and other.ui.errors == []
+    # the loaded conversation goes on, and a second save writes the same file
+    other.handle(f"/save {tmp_path / 'again.json'}")
+    assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
+    other.handle("hello")
+    assert other.chat.history[:-2] == saved and other.chat.history[-1] == Message(
+        role="assistant", content=DEMO_BENIGN_REPLY, finish_reason="stop"
+    )
