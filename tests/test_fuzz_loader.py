@@ -20,8 +20,8 @@ signal, a hang, or a non-rfsdk Python exception. ``PINNED`` lists the cases that
 or leaked another error, with the outcome each must have now.
 
 CI mode runs ~900 cases (every header, count and pinned case, a fixed sample of the other
-structured ones, ~100 random ones, boundary truncations) in ~20-30 s on 2 cores;
-``pytest --long`` (or ``RFSDK_LONG_TESTS=1``) runs ~7,700 with a fresh random seed (~4 minutes).
+structured ones, ~100 random ones, boundary truncations) in ~5-30 s on 2 cores;
+``pytest --long`` (or ``RFSDK_LONG_TESTS=1``) runs ~7,700 with a fresh random seed (0.5-4 minutes, with the CPU free or busy).
 The outcome table is printed in the test's output.
 """
 
