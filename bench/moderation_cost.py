@@ -76,6 +76,7 @@ def new_guard(rf_id: int, stop_id: int) -> TurnGuard:
         rf_id=rf_id,
         stop_id=stop_id,
         threshold=1.0,
+        flag_sampled=True,
         policy=resolve_policy("continue"),
         temperature=0.0,
         rng=random.Random(0),

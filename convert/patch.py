@@ -86,6 +86,7 @@ def patch_gguf(
             f"{base} is a big-endian GGUF file; rf-convert patch reads little-endian files only."
         )
     rf = load_adapter(adapter)
+    sha_state = _check_sha(base, rf, force=force)
     arch = architecture(reader)
     tensors = {tensor.name: tensor for tensor in reader.tensors}
 
@@ -106,7 +107,6 @@ def patch_gguf(
         for t in reader.tensors
     ]
     metadata = _metadata(reader, arch, new_vocab, token_id, rf)
-    sha_state = _check_sha(base, rf, force=force)
 
     with _staged_output(out, force=force) as fh:
         writer = GGUFStreamWriter(fh, int(reader.alignment))

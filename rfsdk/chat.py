@@ -66,9 +66,12 @@ class GuardedChat:
 
     ``model`` is a GGUF path, ``hf://org/repo/file.gguf``, or a loaded
     ``llama_cpp.Llama`` (so one model can serve several chats). Every reply step is
-    checked: the guard fires when ``<rf>`` would be sampled or P(<rf>) >= ``threshold``
-    (the model's calibrated ``rf.threshold`` by default), including at the first reply
-    position before anything is shown. ``policy`` decides what happens then: "halt"
+    checked, including the first reply position before anything is shown: the guard
+    fires when P(<rf>) >= ``threshold`` (the model's calibrated ``rf.threshold`` by
+    default) and, if ``flag_sampled``, also when ``<rf>`` would be sampled below it.
+    ``flag_sampled=None`` (the default) means: not at the model's calibrated threshold,
+    whose benign false-positive rate the calibration measured (a small model may give
+    <rf> the top probability on benign prompts far below it), and yes otherwise. ``policy`` decides what happens then: "halt"
     replaces the reply by ``refusal``, "continue" records the flag and goes on with
     ``<rf>`` kept out of the context, "reflect" puts ``<rf>`` into the context and lets
     the model continue; or pass a callable ``Flag -> action``.
@@ -97,6 +100,7 @@ class GuardedChat:
         model: str | os.PathLike | llama_cpp.Llama,
         *,
         threshold: float | None = None,
+        flag_sampled: bool | None = None,
         policy: PolicyLike = "halt",
         on_flag: OnFlag | None = None,
         on_token: OnToken | None = None,
@@ -145,7 +149,9 @@ class GuardedChat:
                 "(rfsdk.CHATML_TEMPLATE fits ChatML models such as SmolLM2 and Qwen2)."
             )
         self._prompt = PromptBuilder(self.llm, template)
+        self.calibrated_threshold: float | None = rf_threshold
         self.threshold = threshold if threshold is not None else (rf_threshold or DEFAULT_THRESHOLD)
+        self.flag_sampled = flag_sampled
         self.policy = policy
         self.on_flag = on_flag
         self.on_token = on_token
@@ -189,6 +195,19 @@ class GuardedChat:
         if not 0.0 < float(value) <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], not {value!r}")
         self._threshold = float(value)
+
+    @property
+    def flag_sampled(self) -> bool:
+        """Whether a would-be-sampled <rf> below ``threshold`` raises a flag (see the class)."""
+        if self._flag_sampled is not None:
+            return self._flag_sampled
+        return self.calibrated_threshold is None or self._threshold != self.calibrated_threshold
+
+    @flag_sampled.setter
+    def flag_sampled(self, value: bool | None) -> None:
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"flag_sampled must be True, False or None, not {value!r}")
+        self._flag_sampled = value
 
     @property
     def policy(self) -> PolicyLike:
@@ -384,6 +403,7 @@ class GuardedChat:
             rf_id=self.rf_token_id,
             stop_id=_stop_token(self.llm, self.rf_token_id),
             threshold=self._threshold,
+            flag_sampled=self.flag_sampled,
             policy=self._policy_fn,
             temperature=self.sampling.temperature,
             rng=self._rng,

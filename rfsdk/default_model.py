@@ -25,7 +25,7 @@ from .model_source import cache_dir, default_base_model_path
 _DEMO_FILE = "rfsdk-demo-v1.gguf"
 ADAPTER_FILE = "smollm2-135m-rf.safetensors"
 """The shipped adapter, in the package folder ``rfsdk/data``."""
-ADAPTER_SHA256 = "18707cd567f43aceb8db31704ed58232a289b4ad86361ac45416e556c154640b"
+ADAPTER_SHA256 = "44bc536b22fba24c429f97794c379b968e6292c8d6e42ec63dc1329fdab2996d"
 """sha256 of the shipped adapter, checked before it is applied."""
 
 Progress = Callable[[str, int, int], None]

@@ -21,8 +21,8 @@ class TurnGuard:
     Called by llama-cpp-python with the full-vocabulary logits before each token is
     sampled. It measures P(<rf>) (softmax at temperature 1), decides whether <rf>
     would be sampled (greedy: it is the argmax; otherwise a draw at the sampling
-    temperature), raises a flag when either happens or P(<rf>) >= threshold (once per
-    run of consecutive flagged steps), asks the policy, and then masks <rf> out,
+    temperature), raises a flag when P(<rf>) >= threshold or, with ``flag_sampled``,
+    when <rf> would be sampled below it (once per run of consecutive flagged steps), asks the policy, and then masks <rf> out,
     forces it in (reflect), or forces end-of-turn (halt, cancel). It never raises:
     llama.cpp calls it through ctypes, which would swallow the exception.
 
@@ -37,6 +37,7 @@ class TurnGuard:
         rf_id: int | None,
         stop_id: int,
         threshold: float,
+        flag_sampled: bool,
         policy: PolicyFn,
         temperature: float,
         rng: random.Random,
@@ -47,6 +48,7 @@ class TurnGuard:
         self._rf = rf_id
         self._stop_id = stop_id
         self._threshold = threshold
+        self._flag_sampled = flag_sampled
         self._policy = policy
         self._temperature = temperature
         self._rng = rng
@@ -125,11 +127,15 @@ class TurnGuard:
         if self.position == 0:
             self.prompt_probability = p
         self.max_probability = max(self.max_probability, p)
-        if self._sampled(scores, top, rf_logit, p):
-            return "prompt" if self.position == 0 else "sampled"
-        if p >= self._threshold:
-            return "prompt" if self.position == 0 else "threshold"
-        return None
+        above = p >= self._threshold
+        if not (above or self._flag_sampled):
+            return None
+        sampled = self._sampled(scores, top, rf_logit, p)
+        if not (above or sampled):
+            return None
+        if self.position == 0:
+            return "prompt"
+        return "sampled" if sampled else "threshold"
 
     def _sampled(self, scores: np.ndarray, top: float, rf_logit: float, p: float) -> bool:
         t = self._temperature

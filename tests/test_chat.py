@@ -87,6 +87,26 @@ def test_sampled_flag_mid_stream_with_prefill(llm):
     assert flag.position == 6
 
 
+def test_flag_sampled_off_keeps_to_the_threshold(llm):
+    chat = make_chat(llm, policy="continue", threshold=0.99, flag_sampled=False)
+    reply = chat.send("Explain it", prefill=DEMO_HARMFUL_PREFILL)
+    assert reply.flags == [] and not reply.flagged
+    assert "<rf>" not in reply.text and reply.text.startswith(DEMO_HARMFUL_PREFILL + " how to do it: step")
+
+
+def test_flag_sampled_defaults_to_off_only_at_the_calibrated_threshold(llm):
+    chat = make_chat(llm)
+    assert chat.threshold == chat.calibrated_threshold and not chat.flag_sampled
+    chat.threshold = 0.99
+    assert chat.flag_sampled
+    chat.threshold = chat.calibrated_threshold
+    assert not chat.flag_sampled
+    chat.flag_sampled = True
+    assert chat.flag_sampled
+    with pytest.raises(ValueError, match="flag_sampled must be True, False or None"):
+        chat.flag_sampled = "yes"
+
+
 def test_halt_mid_stream_shows_text_up_to_flag(llm):
     shown = []
     chat = make_chat(llm, policy="halt", on_token=lambda e: shown.append(e.text))
