@@ -30,3 +30,5 @@ test: install-dev
 
 bench: install-dev
 	$(PYTHON) bench/stream_overhead.py
+	$(PYTHON) bench/default_startup.py
+	$(PYTHON) bench/moderation_cost.py

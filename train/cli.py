@@ -76,7 +76,8 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
     Writes OUT/adapter.safetensors (the rfsdk-adapter/1 file `rf-convert patch` applies),
     and for a GGUF base also OUT/model.gguf with the threshold chosen on the validation
     split, OUT/calibration.json and OUT/MODEL_CARD.md. Interrupt it at any time: running
-    it again with the same OUT resumes from the last checkpoint.
+    it again with the same OUT resumes from the last checkpoint. Runs unchanged under
+    `accelerate launch` or `torchrun` in several processes (each trains its share of a batch).
     """
     with _user_errors():
         from .loss import LossWeights
@@ -92,8 +93,9 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
         )
         started = time.monotonic()
         result = fit_model(options, progress=_progress, log=lambda line: click.echo(line, err=True))
-        click.echo(json.dumps(result, indent=1))
-        click.echo(f"done in {(time.monotonic() - started) / 60:.1f} min; files in {out}", err=True)
+        if result is not None:  # the main process (the only one under accelerate launch / torchrun)
+            click.echo(json.dumps(result, indent=1))
+            click.echo(f"done in {(time.monotonic() - started) / 60:.1f} min; files in {out}", err=True)
 
 
 

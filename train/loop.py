@@ -12,10 +12,13 @@ from typing import Callable, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from .distributed import SINGLE, Processes
 from .loss import LossWeights, benign_terms, harmful_terms, total
 from .rf_model import RfModel
 
 CHECKPOINT = "checkpoint.pt"
+TERMS = ("rf", "after_kl", "benign_kl")
+"""The loss terms logged each step (0 when a term never came up in the batch)."""
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,14 @@ def train(
     *,
     out_dir: Path | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    processes: Processes = SINGLE,
 ) -> list[dict[str, float]]:
     """Train for ``config.steps`` steps; resumes from ``out_dir/checkpoint.pt`` if present.
 
-    Each step takes ``batch_size`` harmful and ``batch_size`` benign examples. With
-    ``config.max_seconds`` the run also stops (after a checkpoint) once that much time has
-    passed. Returns the mean loss terms of every step run now.
+    Each step takes ``batch_size`` harmful and ``batch_size`` benign examples, shared out
+    among ``processes`` (see :mod:`rfsdk.train.distributed`); only the main one saves
+    checkpoints. With ``config.max_seconds`` the run also stops (after a checkpoint) once
+    that much time has passed. Returns the mean loss terms of every step run now.
     """
     if not harmful or not benign:
         raise ValueError("training needs at least one harmful and one benign example")
@@ -84,27 +89,53 @@ def train(
     rf.model.train()
     for step in range(start, config.steps):
         optimizer.zero_grad()
-        sums: dict[str, float] = {}
-        for _ in range(config.batch_size):
+        sums = dict.fromkeys(TERMS, 0.0)
+        for index in range(config.batch_size):
             h = harmful[rng.randrange(len(harmful))]
             b = benign[rng.randrange(len(benign))]
-            terms = harmful_terms(rf, h.prompt, h.answer, sample_position(len(h.answer), config, rng))
+            position = sample_position(len(h.answer), config, rng)
+            if not processes.owns(index):
+                continue
+            terms = harmful_terms(rf, h.prompt, h.answer, position)
             terms.update(benign_terms(rf, b.prompt, b.answer))
             (total(terms, config.weights) / config.batch_size).backward()
             for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value.item() / config.batch_size
+                sums[name] += value.item() / config.batch_size
+        sums = _combine(rf, processes, sums)
         optimizer.step()
         history.append(sums)
         if on_step is not None:
             on_step(step + 1, sums)
-        out_of_time = deadline is not None and time.monotonic() > deadline
+        out_of_time = processes.any(deadline is not None and time.monotonic() > deadline)
         last = out_of_time or step + 1 == config.steps
         if out_dir is not None and ((step + 1) % config.checkpoint_every == 0 or last):
-            _save(rf, optimizer, rng, step + 1, out_dir)
+            if processes.is_main:
+                _save(rf, optimizer, rng, step + 1, out_dir)
+            processes.barrier()
         if out_of_time:
             break
     rf.model.eval()
     return history
+
+
+def _combine(rf: RfModel, processes: Processes, sums: dict[str, float]) -> dict[str, float]:
+    """Sum the gradients and the logged terms of the batch over all processes."""
+    if processes.world == 1:
+        return sums
+    logged = torch.tensor([sums[name] for name in TERMS], dtype=torch.float64, device=rf.device)
+    processes.sum_(_gradients(rf))
+    processes.sum_([logged])
+    return dict(zip(TERMS, logged.tolist()))
+
+
+def _gradients(rf: RfModel) -> list[torch.Tensor]:
+    """The gradients training uses: the LoRA matrices' and the <rf> rows' (views into them)."""
+    lora = [p for m in rf.loras.values() for p in (m.lora_a, m.lora_b)]
+    rows = rf._rf_weights()
+    for weight in lora + rows:
+        if weight.grad is None:
+            weight.grad = torch.zeros_like(weight)
+    return [p.grad for p in lora] + [w.grad[rf.rf_id] for w in rows]
 
 
 def _trainable(rf: RfModel) -> dict[str, torch.Tensor]:

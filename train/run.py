@@ -18,6 +18,7 @@ from .base import load_base
 from .calibrate import Calibration, calibrate
 from .card import write_model_card
 from .data import load_dataset
+from .distributed import Processes, join
 from .loop import TrainConfig, train
 from .loss import LossWeights
 from .prompt_sets import prompt_set
@@ -54,31 +55,48 @@ class FitOptions(BaseModel):
     seed: int = 0
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str, processes: Processes) -> torch.device:
+    device = _device_type(name)
+    if device.type == "cuda" and processes.world > 1:
+        return torch.device("cuda", processes.local_rank)
+    return device
+
+
+def _device_type(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
-def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Callable[[str], None] = print) -> dict:
-    """Run the whole recipe; returns the summary also written to the model card."""
+def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Callable[[str], None] = print) -> dict | None:
+    """Run the whole recipe; returns the summary also written to the model card.
+
+    Under ``accelerate launch`` or ``torchrun`` every process trains its share of each
+    batch (see :mod:`rfsdk.train.distributed`); the main process alone logs, exports,
+    calibrates and returns the summary, the others return None.
+    """
     if options.threads:
         torch.set_num_threads(options.threads)
+    processes = join(_device_type(options.device).type)
+    if not processes.is_main:
+        progress, log = None, lambda line: None
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset()
-    log(f"loading {options.base}")
+    with processes.main_first():
+        dataset = load_dataset()
+    log(f"loading {options.base}" + (f" in {processes.world} processes" if processes.world > 1 else ""))
     model, tokenizer = load_base(options.base)
-    model.to(_device(options.device))
+    model.to(_device(options.device, processes))
     rf = RfModel.prepare(model, tokenizer, rank=options.rank, alpha=options.alpha, slot=options.slot)
     is_gguf = options.base.suffix == ".gguf"
     recipe = RecipeConfig(max_len=options.max_len, onpolicy_harmful=options.onpolicy, seed=options.seed)
-    data = build_training_set(
-        dataset.split("train"), tokenizer, recipe,
-        onpolicy_model=options.base if is_gguf else None,
-        cache_dir=cache_dir() / "onpolicy" / options.base.stem,
-        progress=progress,
-    )
+    with processes.main_first():
+        data = build_training_set(
+            dataset.split("train"), tokenizer, recipe,
+            onpolicy_model=options.base if is_gguf else None,
+            cache_dir=cache_dir() / "onpolicy" / options.base.stem,
+            progress=progress,
+        )
     log(f"training set: {len(data.harmful)} harmful, {len(data.benign)} benign; " + json.dumps(data.counts))
     config = TrainConfig(
         steps=options.steps, batch_size=options.batch_size, lr=options.lr, rf_lr=options.rf_lr,
@@ -86,6 +104,9 @@ def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Cal
         weights=options.weights, checkpoint_every=10, max_seconds=options.max_seconds,
     )
     started = time.monotonic()
+    if not processes.is_main:
+        train(rf, data.harmful, data.benign, config, out_dir=out, processes=processes)
+        return None
     with (out / "train_log.jsonl").open("a", encoding="utf-8") as log_file:
 
         def on_step(step: int, terms: dict[str, float]) -> None:
@@ -97,7 +118,7 @@ def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Cal
             if step % 10 == 0:
                 log(" ".join(f"{k}={v}" for k, v in record.items()))
 
-        history = train(rf, data.harmful, data.benign, config, out_dir=out, on_step=on_step)
+        history = train(rf, data.harmful, data.benign, config, out_dir=out, on_step=on_step, processes=processes)
     base_sha = file_sha256(options.base) if is_gguf else None
     adapter = out / "adapter.safetensors"
     save = lambda threshold: rf.save_adapter(  # noqa: E731
@@ -120,6 +141,7 @@ def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Cal
         "recipe": json.loads(recipe.model_dump_json()),
         "training_set": data.counts,
         "steps_run_now": len(history),
+        "processes": processes.world,
         "train_seconds": round(time.monotonic() - started, 1),
         "last_losses": history[-1] if history else None,
         "calibration": None if calibration is None else json.loads(calibration.model_dump_json()),
