@@ -10,8 +10,8 @@ pressure, so a model larger than free RAM still runs (more slowly). ``--mlock`` 
 it instead (no paging, needs the RAM). With a small context a long conversation keeps
 working: the oldest messages are left out of the prompt (a "notice" event says so).
 
-GuardedChat takes n_ctx, n_threads and n_gpu_layers itself; for the other llama.cpp
-settings, load a ``llama_cpp.Llama`` yourself and hand it to GuardedChat, as here.
+GuardedChat takes n_ctx, n_threads and n_gpu_layers itself and passes any other llama.cpp
+setting through ``llama_kwargs``, as here (the file is still checked before llama.cpp loads it).
 """
 
 import argparse
@@ -21,7 +21,7 @@ import sys
 
 import llama_cpp
 
-from rfsdk import GuardedChat, SamplingConfig, default_model_path, resolve_model
+from rfsdk import GuardedChat, SamplingConfig, default_model_path
 
 parser = argparse.ArgumentParser(description="Guarded chat with edge settings.")
 parser.add_argument("--model", default=os.environ.get("RFSDK_MODEL"),
@@ -46,21 +46,16 @@ if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
     gpu_layers = 0
 
 low_ram = {"n_batch": 64, "type_k": llama_cpp.GGML_TYPE_Q8_0, "type_v": llama_cpp.GGML_TYPE_Q8_0, "flash_attn": True}
-llm = llama_cpp.Llama(
-    model_path=str(resolve_model(args.model) if args.model else default_model_path()),
+chat = GuardedChat(
+    args.model or default_model_path(),  # the guard reads <rf>, its threshold and the chat template from the file
     n_ctx=min(args.n_ctx, 512) if args.low_ram else args.n_ctx,
     n_threads=args.threads,
     n_gpu_layers=gpu_layers,
-    use_mmap=not args.no_mmap,
-    use_mlock=args.mlock,
-    verbose=False,
-    **(low_ram if args.low_ram else {}),
-)
-chat = GuardedChat(
-    llm,  # the guard reads <rf>, its threshold and the chat template from the loaded model
+    llama_kwargs={"use_mmap": not args.no_mmap, "use_mlock": args.mlock, **(low_ram if args.low_ram else {})},
     overflow="truncate",  # drop the oldest messages rather than fail when the context is full
     sampling=SamplingConfig(temperature=0.0, max_tokens=args.max_tokens),  # greedy: repeatable
 )
+llm = chat.llm
 
 
 def peak_memory_mib() -> float:

@@ -10,9 +10,10 @@ import os
 import random
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, Generator, Iterator, Literal
+from typing import Any, AsyncIterator, Callable, Generator, Iterator, Literal
 
 import llama_cpp
 from pydantic import TypeAdapter, ValidationError
@@ -90,6 +91,11 @@ class GuardedChat:
     ``where="classifier"`` and the turn goes on, guarded by <rf> alone. A stream check
     still running when the reply ends is dropped: the reply check covers its text.
 
+    ``llama_kwargs`` are further ``llama_cpp.Llama`` settings for a model rfsdk loads
+    (``use_mlock``, ``n_batch``, ``type_k``, ``flash_attn``, ...); the model's header is
+    still checked before llama.cpp sees the file. A misspelt or unsupported name is a
+    ``ValueError``.
+
     Thread safety: every method may be called from any thread; turns on one model
     are serialised (chats sharing one ``Llama`` share its lock). ``cancel()`` may be
     called from any thread and stops the running turn within one token.
@@ -119,6 +125,7 @@ class GuardedChat:
         classifier_timeout: float = DEFAULT_CLASSIFIER_TIMEOUT_S,
         allow_unguarded: bool = False,
         verbose: bool = False,
+        llama_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if overflow not in ("truncate", "error"):
             raise ValueError(f"overflow must be 'truncate' or 'error', not {overflow!r}")
@@ -137,6 +144,7 @@ class GuardedChat:
             seed=self.sampling.seed,
             allow_unguarded=allow_unguarded,
             verbose=verbose,
+            llama_kwargs=llama_kwargs,
         )
         self.llm = loaded.llm
         self.model_path = loaded.path
@@ -611,35 +619,50 @@ class GuardedChat:
         ]
         return reply
 
-    def _fit_prompt(
-        self, user: Message, prefill: str, limit: int | None
-    ) -> tuple[list[int], int]:
+    def _fit_prompt(self, user: Message, prefill: str, limit: int | None) -> tuple[list[int], int]:
+        """The prompt for this turn and how many of the oldest history messages it leaves out.
+
+        With ``overflow="truncate"`` the kept history is the longest suffix that starts at a
+        user message and fits; it is found by bisection, so a long history costs a few
+        prompt builds, not one per message left out.
+        """
         n_ctx = self.llm.n_ctx()
         room = min(limit or _MIN_REPLY_ROOM, _MIN_REPLY_ROOM)
         system = [Message(role="system", content=self.system)] if self.system else []
-        window = list(self._history)
-        dropped = 0
-        while True:
-            prompt = self._prompt.build(system + window + [user], prefill=prefill)
-            if len(prompt) + room <= n_ctx:
-                return prompt, dropped
-            if not window:
-                raise ContextOverflowError(
-                    f"The message needs {len(prompt)} prompt tokens (with the system prompt and "
-                    f"chat format) and {room} more are kept for the reply, but the context holds "
-                    f"{n_ctx} tokens. Shorten the message or create the chat with a larger n_ctx."
-                )
-            if self.overflow == "error":
-                raise ContextOverflowError(
-                    f"The conversation needs {len(prompt)} prompt tokens plus {room} for the "
-                    f"reply, more than the context's {n_ctx}. Call reset(), or create the chat "
-                    "with overflow='truncate' to leave the oldest messages out."
-                )
-            cut = 1
-            while cut < len(window) and window[cut].role != "user":
-                cut += 1
-            window = window[cut:]
-            dropped += cut
+        history = self._history
+
+        def build(start: int) -> list[int]:
+            return self._prompt.build(system + history[start:] + [user], prefill=prefill)
+
+        def fits(prompt: list[int]) -> bool:
+            return len(prompt) + room <= n_ctx
+
+        whole = build(0)
+        if fits(whole):
+            return whole, 0
+        if history and self.overflow == "error":
+            raise ContextOverflowError(
+                f"The conversation needs {len(whole)} prompt tokens plus {room} for the "
+                f"reply, more than the context's {n_ctx}. Call reset(), or create the chat "
+                "with overflow='truncate' to leave the oldest messages out."
+            )
+        starts = [i for i in range(1, len(history)) if history[i].role == "user"] + [len(history)]
+        fitted = build(starts[-1])
+        if not fits(fitted):
+            raise ContextOverflowError(
+                f"The message needs {len(fitted)} prompt tokens (with the system prompt and "
+                f"chat format) and {room} more are kept for the reply, but the context holds "
+                f"{n_ctx} tokens. Shorten the message or create the chat with a larger n_ctx."
+            )
+        low, high = 0, len(starts) - 1  # starts[high] fits; find the first start that does
+        while low < high:
+            middle = (low + high) // 2
+            prompt = build(starts[middle])
+            if not fits(prompt):
+                low = middle + 1
+            else:
+                high, fitted = middle, prompt
+        return fitted, starts[high]
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)

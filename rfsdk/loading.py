@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,19 @@ CTX_PAD = 256
 rfsdk asks for a multiple itself (otherwise a prompt near the end of the context overruns
 llama-cpp-python's token buffer)."""
 _RF_TEXT = b"<rf>"
+_SET_BY_RFSDK = {
+    "model_path": "the model argument",
+    "n_ctx": "GuardedChat(n_ctx=...)",
+    "n_gpu_layers": "GuardedChat(n_gpu_layers=...)",
+    "n_threads": "GuardedChat(n_threads=...)",
+    "seed": "SamplingConfig(seed=...)",
+    "verbose": "GuardedChat(verbose=...)",
+}
+_BREAK_THE_GUARD = {
+    "vocab_only": "it loads no weights, so there is nothing to chat with",
+    "embedding": "an embedding context produces no next-token logits for the guard",
+    "draft_model": "speculative decoding accepts draft tokens the guard never checked",
+}
 
 
 @dataclass(frozen=True)
@@ -43,15 +58,23 @@ def load_model(
     seed: int | None,
     allow_unguarded: bool,
     verbose: bool,
+    llama_kwargs: Mapping[str, object] | None = None,
 ) -> LoadedModel:
     """Resolve and load ``model`` (or inspect an already loaded ``Llama``).
 
     The GGUF header is checked before llama.cpp sees the file, so a missing <rf>
     token, a truncated download or a file of another kind fails fast and clearly, and so
     does metadata that would crash llama.cpp (see :mod:`rfsdk.model_checks`). ``n_ctx`` is
-    rounded up to a multiple of :data:`CTX_PAD`.
+    rounded up to a multiple of :data:`CTX_PAD`. ``llama_kwargs`` go to ``llama_cpp.Llama``
+    (checked by :func:`check_llama_kwargs`).
     """
+    extra = check_llama_kwargs(llama_kwargs)
     if isinstance(model, llama_cpp.Llama):
+        if extra:
+            raise ValueError(
+                "llama_kwargs apply only when rfsdk loads the model; this Llama is already loaded "
+                "with its own settings. Pass the GGUF path instead, or set them when creating the Llama."
+            )
         loaded = _inspect_loaded(model)
     else:
         path = resolve_model(model)
@@ -68,11 +91,33 @@ def load_model(
             n_threads=n_threads,
             seed=seed if seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
             verbose=verbose,
+            **extra,
         )
         loaded = LoadedModel(llm, path, info.rf_token_id, info.rf_threshold, info.chat_template)
     if loaded.rf_token_id is None and not allow_unguarded:
         raise _missing_rf(loaded.path)
     return loaded
+
+
+def check_llama_kwargs(kwargs: Mapping[str, object] | None) -> dict[str, object]:
+    """Validate extra ``llama_cpp.Llama`` settings (``use_mlock``, ``n_batch``, ``type_k``, ...).
+
+    Unknown names, names rfsdk sets from its own arguments and settings that would blind
+    the guard are refused with a ``ValueError`` that says what to do instead.
+    """
+    extra = dict(kwargs or {})
+    accepted = inspect.signature(llama_cpp.Llama.__init__).parameters
+    for name in extra:
+        if name in _SET_BY_RFSDK:
+            raise ValueError(f"llama_kwargs: set {name!r} with {_SET_BY_RFSDK[name]}, not in llama_kwargs.")
+        if name in _BREAK_THE_GUARD:
+            raise ValueError(f"llama_kwargs: {name!r} is not supported: {_BREAK_THE_GUARD[name]}.")
+        if name not in accepted or accepted[name].kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise ValueError(
+                f"llama_kwargs: {name!r} is not a setting of llama_cpp.Llama "
+                f"(llama-cpp-python {llama_cpp.__version__}); check the spelling."
+            )
+    return extra
 
 
 def _padded(n_ctx: int) -> int:

@@ -306,6 +306,33 @@ def test_old_turns_are_left_out_to_fit(demo_model_path):
     assert len(chat.history) == 24
 
 
+def test_long_history_keeps_the_longest_suffix_that_fits_in_few_prompt_builds(demo_model_path, tmp_path):
+    chat = GuardedChat(demo_model_path, n_ctx=512, sampling=GREEDY)
+    messages = []
+    for i in range(200):
+        messages += [
+            {"role": "user", "content": f"question {i} " + "y" * (i % 7 * 5)},
+            {"role": "assistant", "content": f"answer {i}"},
+        ]
+    saved = tmp_path / "long.json"
+    saved.write_text(json.dumps({"system": "Be brief.", "messages": messages}))
+    chat.load_history(saved)
+    builds = []
+    build = chat._prompt.build
+    chat._prompt.build = lambda *args, **kwargs: builds.append(1) or build(*args, **kwargs)
+    events = list(chat.stream("hello"))
+    chat._prompt.build = build
+    dropped = int(next(e for e in events if e.kind == "notice").message.split("oldest ")[1].split()[0])
+    assert events[-1].text == DEMO_BENIGN_REPLY and len(builds) <= 12
+    # the longest suffix of the old history that starts with a user message and fits
+    system, user, history = [Message(role="system", content="Be brief.")], Message(role="user", content="hello"), chat.history[:400]
+
+    def fits(start):
+        return len(build(system + history[start:] + [user])) + min(GREEDY.max_tokens, 128) <= chat.llm.n_ctx()
+
+    assert dropped % 2 == 0 and 0 < dropped < 400 and fits(dropped) and not fits(dropped - 2)
+
+
 def test_overflow_error_mode(demo_model_path):
     chat = GuardedChat(demo_model_path, n_ctx=256, sampling=GREEDY, overflow="error")
     with pytest.raises(ContextOverflowError, match="reset"):

@@ -117,6 +117,35 @@ def test_loaded_llama_with_rf_reads_token_and_threshold(demo_model_path):
     assert chat.threshold == 0.5 and chat.model_path == demo_model_path
 
 
+def test_llama_kwargs_reach_llama_cpp(demo_model_path):
+    chat = GuardedChat(
+        demo_model_path, sampling=GREEDY, llama_kwargs={"n_batch": 64, "type_k": llama_cpp.GGML_TYPE_Q8_0, "flash_attn": True}
+    )
+    assert chat.llm.n_batch == 64 and chat.llm.context_params.type_k == llama_cpp.GGML_TYPE_Q8_0
+    assert chat.send("hello").text == DEMO_BENIGN_REPLY
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_batchh": 64}, "'n_batchh' is not a setting of llama_cpp.Llama"),
+        ({"n_ctx": 512}, r"set 'n_ctx' with GuardedChat\(n_ctx=...\)"),
+        ({"seed": 1}, r"set 'seed' with SamplingConfig\(seed=...\)"),
+        ({"draft_model": None}, "'draft_model' is not supported: speculative decoding"),
+        ({"vocab_only": True}, "'vocab_only' is not supported"),
+    ],
+)
+def test_bad_llama_kwargs_are_refused_before_loading(demo_model_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GuardedChat(demo_model_path, llama_kwargs=kwargs)
+
+
+def test_llama_kwargs_with_a_loaded_llama_are_refused(demo_model_path):
+    llm = llama_cpp.Llama(str(demo_model_path), verbose=False)
+    with pytest.raises(ValueError, match="already loaded"):
+        GuardedChat(llm, llama_kwargs={"n_batch": 64})
+
+
 def test_demo_default_model_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("RFSDK_CACHE", str(tmp_path))
     monkeypatch.setenv("RFSDK_DEFAULT_MODEL", "demo")
