@@ -44,6 +44,7 @@ Commands:
 @click.option("--system", "-s", metavar="TEXT", help="System prompt.")
 @click.option("--prefill", metavar="TEXT", default="", help="Start every reply with TEXT (to test prefilling attacks).")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True, help="Sampling temperature; 0 is greedy.")
+@click.option("--repeat-penalty", type=click.FloatRange(min=0, min_open=True), default=1.1, show_default=True, metavar="R", help="Penalise tokens already in the reply (1: off); small models loop without it.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True, help="Longest reply, in tokens.")
 @click.option("--seed", type=int, help="Sampling seed, for repeatable replies.")
 @click.option("--n-ctx", type=click.IntRange(min=64), help="Context size in tokens.  [default: the model's, at most 4096]")
@@ -64,6 +65,7 @@ def main(
     system: str | None,
     prefill: str,
     temperature: float,
+    repeat_penalty: float,
     max_tokens: int,
     seed: int | None,
     n_ctx: int | None,
@@ -98,7 +100,7 @@ def main(
             threshold=threshold,
             policy=policy,
             system=system,
-            sampling=SamplingConfig(temperature=temperature, max_tokens=max_tokens, seed=seed),
+            sampling=SamplingConfig(temperature=temperature, repeat_penalty=repeat_penalty, max_tokens=max_tokens, seed=seed),
             n_ctx=n_ctx,
             n_threads=threads,
             n_gpu_layers=n_gpu_layers,

@@ -99,3 +99,18 @@ def test_rfchat_says_it_assembles_on_first_use(cache):
     assert "using the trained default: SmolLM2-135M-Instruct" in first.stderr
     second = CliRunner().invoke(rfchat, ["--once", "Say hi.", "--max-tokens", "4", "--threads", "1"])
     assert "assembling" not in second.stderr
+
+
+def test_rfchat_repeat_penalty_keeps_the_small_default_out_of_loops(shared_cache, monkeypatch):
+    monkeypatch.setenv("RFSDK_CACHE", str(shared_cache))
+
+    def repeated_phrases(*options):
+        args = ["--once", "Write a short poem about the sea.", "--temperature", "0", "--max-tokens", "160", "-q", *options]
+        result = CliRunner().invoke(rfchat, args)
+        assert result.exit_code == 0, result.output
+        words = result.stdout.split()
+        phrases = [" ".join(words[i : i + 6]) for i in range(len(words) - 5)]
+        return len(phrases) - len(set(phrases))
+
+    assert repeated_phrases() <= 5  # the default --repeat-penalty 1.1
+    assert repeated_phrases("--repeat-penalty", "1") > 20  # off: greedy decoding loops
