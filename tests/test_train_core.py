@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers", reason="the train extra is no
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 
 from rfsdk.convert.adapter import load_adapter  # noqa: E402
+from rfsdk.train.adversarial import AdversarialConfig, attack  # noqa: E402
 from rfsdk.train.loss import LossWeights  # noqa: E402
 from rfsdk.train.loop import TokenizedExample, TrainConfig, train  # noqa: E402
 from rfsdk.train.rf_model import RfModel  # noqa: E402
@@ -99,6 +100,51 @@ def test_after_rf_kl_keeps_the_continuation_close_to_the_base():
         return sum(h["after_kl"] for h in history[-10:]) / 10
 
     assert final_after_kl(1.0) < final_after_kl(0.0) / 3
+
+
+def rf_log_probability_at_reply_start(rf: RfModel, example: TokenizedExample, attacked: AdversarialConfig | None):
+    ids = example.prompt
+    with torch.no_grad():
+        if attacked is None:
+            logits = rf.logits(ids)[-1]
+    if attacked is not None:
+        embeds = attack(rf, ids, len(ids), attacked)
+        with torch.no_grad():
+            logits = rf.model(inputs_embeds=embeds.unsqueeze(0)).logits[0, -1].float()
+    return logits.log_softmax(-1)[rf.rf_id].item()
+
+
+def test_embedding_attack_lowers_rf_within_its_budget_and_leaves_the_weights_alone():
+    rf, _ = tiny()
+    harmful, benign = data()
+    train(rf, harmful, benign, TrainConfig(steps=15, batch_size=2, lr=3e-3, rf_lr=3e-2, start_probability=1.0))
+    rf.model.zero_grad(set_to_none=True)
+    example = TokenizedExample([1, 2, 3, 5, 6, 7], [])
+    strong = AdversarialConfig(epsilon=0.5, steps=8)
+    clean = rf_log_probability_at_reply_start(rf, example, None)
+    assert rf_log_probability_at_reply_start(rf, example, strong) < clean - 0.5
+    embeds = rf.model.get_input_embeddings()(torch.tensor(example.prompt)).detach()
+    moved = (attack(rf, example.prompt, 4, strong) - embeds).norm(dim=-1)
+    assert (moved[:4] <= 0.5 * embeds[:4].norm(dim=-1) + 1e-5).all() and (moved[:4] > 0).all()
+    assert (moved[4:] == 0).all()  # only the first n_prompt positions are attacked
+    assert all(p.grad is None for p in rf.model.parameters())
+
+
+def test_adversarial_training_makes_rf_robust_to_the_attack():
+    harmful, benign = data()
+    held = [TokenizedExample([1, 2, 3, 5 + i], []) for i in range(8)]
+    attack_config = AdversarialConfig(epsilon=0.3, steps=4)
+
+    def under_attack(adversarial: AdversarialConfig | None) -> tuple[float, list[dict]]:
+        rf, _ = tiny()
+        config = TrainConfig(steps=15, batch_size=2, lr=3e-3, rf_lr=3e-2, start_probability=0.5, adversarial=adversarial)
+        history = train(rf, harmful, benign, config)
+        return sum(rf_log_probability_at_reply_start(rf, e, attack_config) for e in held) / len(held), history
+
+    plain, plain_history = under_attack(None)
+    robust, history = under_attack(attack_config)
+    assert "rf_adv" not in plain_history[-1] and history[-1]["rf_adv"] < history[0]["rf_adv"] / 2
+    assert robust > plain + 0.5  # log P(<rf>) under the same attack
 
 
 def test_untied_model_trains_its_output_row(tmp_path):

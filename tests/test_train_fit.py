@@ -16,18 +16,20 @@ def test_fit_writes_adapter_model_calibration_and_card(demo_model_no_rf_path, tm
     args = [
         "fit", "--base", str(demo_model_no_rf_path), "--out", str(out), "--steps", "2", "--batch-size", "2",
         "--onpolicy", "2", "--max-len", "64", "--threads", "1", "--after-kl-weight", "0.5",
+        "--adversarial", "--adv-steps", "2",
     ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} >= {
         "adapter.safetensors", "model.gguf", "calibration.json", "fit.json", "MODEL_CARD.md", "train_log.jsonl",
     }
-    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2]
+    logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logged] == [1, 2] and all("rf_adv" in entry for entry in logged)
 
     fit = json.loads((out / "fit.json").read_text())
     assert fit["base_sha256"] == file_sha256(demo_model_no_rf_path)
     assert fit["options"]["weights"] == {"rf": 1.0, "benign_kl": 1.0, "after_kl": 0.5}
+    assert fit["options"]["adversarial"] == {"epsilon": 0.1, "steps": 2, "weight": 1.0}
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["target_fpr"] == 0.05 and calibration["validation"]["fpr"] <= 0.05
     assert calibration["n_harmful"] > 100 and calibration["n_benign"] > 100

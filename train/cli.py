@@ -62,6 +62,10 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--rf-weight", type=float, default=1.0, show_default=True, help="Weight of the <rf> cross-entropy term (0: off).")
 @click.option("--benign-kl-weight", type=float, default=1.0, show_default=True, help="Weight of the KL to the base on benign answers.")
 @click.option("--after-kl-weight", type=float, default=1.0, show_default=True, help="Weight of the KL on harmful tokens after <rf>.")
+@click.option("--adversarial", is_flag=True, help="Also train <rf> under an embedding-space attack on the prompt (the paper's RF-AT).")
+@click.option("--adv-epsilon", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True, help="Attack radius per prompt token, relative to its embedding norm.")
+@click.option("--adv-steps", type=click.IntRange(min=1), default=4, show_default=True, help="Attack steps per harmful example.")
+@click.option("--adv-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Weight of the <rf> cross-entropy under attack.")
 @click.option("--max-minutes", type=float, help="Stop (after a checkpoint) once this much training time has passed.")
 @click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
 @click.option("--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1, ...")
@@ -69,7 +73,8 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf_lr: float, rank: int, alpha: float,
         slot: str | None, start_probability: float, max_offset: int, onpolicy: int, max_len: int,
-        rf_weight: float, benign_kl_weight: float, after_kl_weight: float, max_minutes: float | None,
+        rf_weight: float, benign_kl_weight: float, after_kl_weight: float, adversarial: bool, adv_epsilon: float,
+        adv_steps: int, adv_weight: float, max_minutes: float | None,
         target_fpr: float, device: str, threads: int | None, seed: int) -> None:
     """Train LoRA + the <rf> row on the train split, then export and calibrate.
 
@@ -80,6 +85,7 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
     `accelerate launch` or `torchrun` in several processes (each trains its share of a batch).
     """
     with _user_errors():
+        from .adversarial import AdversarialConfig
         from .loss import LossWeights
         from .run import FitOptions, fit_model
 
@@ -88,6 +94,7 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
             rank=rank, alpha=alpha, slot=slot, start_probability=start_probability, max_offset=max_offset,
             onpolicy=onpolicy, max_len=max_len,
             weights=LossWeights(rf=rf_weight, benign_kl=benign_kl_weight, after_kl=after_kl_weight),
+            adversarial=AdversarialConfig(epsilon=adv_epsilon, steps=adv_steps, weight=adv_weight) if adversarial else None,
             max_seconds=None if max_minutes is None else max_minutes * 60,
             target_fpr=target_fpr, device=device, threads=threads, seed=seed,
         )

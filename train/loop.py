@@ -12,13 +12,15 @@ from typing import Callable, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from .adversarial import AdversarialConfig, adversarial_terms
 from .distributed import SINGLE, Processes
 from .loss import LossWeights, benign_terms, harmful_terms, total
 from .rf_model import RfModel
 
 CHECKPOINT = "checkpoint.pt"
 TERMS = ("rf", "after_kl", "benign_kl")
-"""The loss terms logged each step (0 when a term never came up in the batch)."""
+"""The loss terms logged each step (0 when a term never came up in the batch); with
+adversarial training also ``rf_adv``, the <rf> cross-entropy under attack."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     checkpoint_every: int = Field(50, gt=0)
     max_seconds: float | None = Field(None, gt=0)
+    adversarial: AdversarialConfig | None = None
 
 
 def sample_position(answer_len: int, config: TrainConfig, rng: random.Random) -> int:
@@ -89,7 +92,7 @@ def train(
     rf.model.train()
     for step in range(start, config.steps):
         optimizer.zero_grad()
-        sums = dict.fromkeys(TERMS, 0.0)
+        sums = dict.fromkeys(TERMS + (("rf_adv",) if config.adversarial else ()), 0.0)
         for index in range(config.batch_size):
             h = harmful[rng.randrange(len(harmful))]
             b = benign[rng.randrange(len(benign))]
@@ -98,7 +101,11 @@ def train(
                 continue
             terms = harmful_terms(rf, h.prompt, h.answer, position)
             terms.update(benign_terms(rf, b.prompt, b.answer))
-            (total(terms, config.weights) / config.batch_size).backward()
+            loss = total(terms, config.weights)
+            if config.adversarial is not None:
+                terms.update(adversarial_terms(rf, h.prompt, h.answer, position, config.adversarial))
+                loss = loss + config.adversarial.weight * terms["rf_adv"]
+            (loss / config.batch_size).backward()
             for name, value in terms.items():
                 sums[name] += value.item() / config.batch_size
         sums = _combine(rf, processes, sums)
@@ -122,10 +129,10 @@ def _combine(rf: RfModel, processes: Processes, sums: dict[str, float]) -> dict[
     """Sum the gradients and the logged terms of the batch over all processes."""
     if processes.world == 1:
         return sums
-    logged = torch.tensor([sums[name] for name in TERMS], dtype=torch.float64, device=rf.device)
+    logged = torch.tensor(list(sums.values()), dtype=torch.float64, device=rf.device)
     processes.sum_(_gradients(rf))
     processes.sum_([logged])
-    return dict(zip(TERMS, logged.tolist()))
+    return dict(zip(sums, logged.tolist()))
 
 
 def _gradients(rf: RfModel) -> list[torch.Tensor]:

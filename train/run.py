@@ -17,6 +17,7 @@ from rfsdk.model_source import cache_dir
 from .base import load_base
 from .calibrate import Calibration, calibrate
 from .card import write_model_card
+from .adversarial import AdversarialConfig
 from .data import load_dataset
 from .distributed import Processes, join
 from .loop import TrainConfig, train
@@ -48,6 +49,7 @@ class FitOptions(BaseModel):
     onpolicy: int = 400
     max_len: int = 192
     weights: LossWeights = LossWeights()
+    adversarial: AdversarialConfig | None = None
     max_seconds: float | None = None
     target_fpr: float = 0.05
     device: str = "auto"
@@ -101,7 +103,8 @@ def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Cal
     config = TrainConfig(
         steps=options.steps, batch_size=options.batch_size, lr=options.lr, rf_lr=options.rf_lr,
         start_probability=options.start_probability, max_offset=options.max_offset, seed=options.seed,
-        weights=options.weights, checkpoint_every=10, max_seconds=options.max_seconds,
+        weights=options.weights, adversarial=options.adversarial, checkpoint_every=10,
+        max_seconds=options.max_seconds,
     )
     started = time.monotonic()
     if not processes.is_main:
