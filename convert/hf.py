@@ -39,7 +39,7 @@ from .hf_vocab import RF_TEXT, HfVocab, load_vocab
 from .hf_weights import WeightTensor, index_weights
 from .llama_quantize import LLAMA_OUTTYPES, llama_quantize
 from .quant import encode
-from .writer import GGUFStreamWriter, TensorSpec, encode_field, staged_path
+from .writer import GGUFStreamWriter, TensorSpec, check_out_path, encode_field, staged_path
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called after each tensor is written with (tensor name, bytes written so far, total bytes)."""
@@ -190,12 +190,7 @@ def _check_out(src: Path, out: Path, *, force: bool) -> None:
         raise ConversionError(
             f"OUT {out} is one of the checkpoint's own files; rf-convert never overwrites its inputs."
         )
-    if out.is_dir():
-        raise ConversionError(f"OUT {out} is a directory. Give the path of the .gguf file to write.")
-    if not out.parent.is_dir():
-        raise ConversionError(f"the folder of OUT {out} does not exist. Create it first.")
-    if out.exists() and not force:
-        raise ConversionError(f"OUT {out} already exists. Pick another path, or pass --force to replace it.")
+    check_out_path(out, {}, force=force)
 
 
 def _check_tensors(src: Path, hp: HParams, plans: list[TensorPlan], weights: dict[str, WeightTensor]) -> None:

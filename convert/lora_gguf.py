@@ -30,7 +30,7 @@ from .merge import ROPE_PERMUTED_ARCHS, check_mergeable, permute_rope_rows
 from .patch import patch_gguf
 from .reader import architecture, field_value, open_gguf
 from .vocab import Vocab
-from .writer import GGUFStreamWriter, TensorSpec, encode_field, staged_path
+from .writer import GGUFStreamWriter, TensorSpec, check_out_path, encode_field, staged_path
 
 ROW_TOLERANCE = 0.05
 """Largest relative difference (L2) between the base's <rf> row and the adapter's that is accepted."""
@@ -63,11 +63,7 @@ def lora_to_gguf(
     the adapter GGUF is meant for it.
     """
     started = time.perf_counter()
-    for path, what in ((adapter, "ADAPTER"), (base, "--base")):
-        if out.exists() and path.exists() and out.samefile(path):
-            raise ConversionError(f"OUT {out} is the {what} file; rf-convert never overwrites its inputs.")
-    if out.exists() and not force:
-        raise ConversionError(f"OUT {out} already exists. Pick another path, or pass --force to replace it.")
+    check_out_path(out, {adapter: "the ADAPTER file", base: "the --base file"}, force=force)
     rf = load_adapter(adapter)
     if not rf.loras:
         raise ConversionError(

@@ -23,7 +23,7 @@ from .merge import check_mergeable, lora_delta
 from .quant import FALLBACK_TYPE, can_decode, can_encode, decode, encode
 from .reader import architecture, field_value, open_gguf
 from .vocab import SCORES_KEY, TOKENS_KEY, TYPES_KEY, Vocab, add_control_token
-from .writer import GGUFStreamWriter, TensorSpec, encode_field, raw_field
+from .writer import GGUFStreamWriter, TensorSpec, check_out_path, encode_field, raw_field
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called after each tensor is written with (tensor name, bytes written so far, total bytes)."""
@@ -79,7 +79,7 @@ def patch_gguf(
     another sha256. ``out`` appears only once it is complete.
     """
     started = time.perf_counter()
-    _check_out(base, adapter, out, force=force)
+    check_out_path(out, {base: "the base model", adapter: "the adapter"}, force=force)
     reader = open_gguf(base)
     if reader.endianess != GGUFEndian.LITTLE:
         raise ModelFileError(
@@ -134,20 +134,6 @@ def patch_gguf(
         out_bytes=out.stat().st_size,
         seconds=time.perf_counter() - started,
     )
-
-
-def _check_out(base: Path, adapter: Path, out: Path, *, force: bool) -> None:
-    for other, what in ((base, "the base model"), (adapter, "the adapter")):
-        if out.resolve() == other.resolve() or (out.exists() and other.exists() and out.samefile(other)):
-            raise ConversionError(
-                f"OUT {out} is {what}; rf-convert never overwrites its inputs. Pick another OUT path."
-            )
-    if out.is_dir():
-        raise ConversionError(f"OUT {out} is a directory. Give the path of the .gguf file to write.")
-    if not out.parent.is_dir():
-        raise ConversionError(f"the folder of OUT {out} does not exist. Create it first.")
-    if out.exists() and not force:
-        raise ConversionError(f"OUT {out} already exists. Pick another path, or pass --force to replace it.")
 
 
 def _check_sha(

@@ -119,6 +119,20 @@ def _padded(size: int, alignment: int) -> int:
     return size + (-size % alignment)
 
 
+def check_out_path(out: Path, inputs: dict[Path, str], *, force: bool) -> None:
+    """Refuse an OUT path that is one of ``inputs`` (path -> what it is), a folder, in a
+    missing folder, or an existing file without ``force``."""
+    for path, what in inputs.items():
+        if out.resolve() == path.resolve() or (out.exists() and path.exists() and out.samefile(path)):
+            raise ConversionError(f"OUT {out} is {what}; rf-convert never overwrites its inputs. Pick another OUT path.")
+    if out.is_dir():
+        raise ConversionError(f"OUT {out} is a directory. Give the path of the .gguf file to write.")
+    if not out.parent.is_dir():
+        raise ConversionError(f"the folder of OUT {out} does not exist. Create it first.")
+    if out.exists() and not force:
+        raise ConversionError(f"OUT {out} already exists. Pick another path, or pass --force to replace it.")
+
+
 @contextmanager
 def staged_path(out: Path, *, force: bool) -> Iterator[Path]:
     """A path beside ``out`` that becomes ``out`` when the block succeeds and is removed otherwise."""

@@ -14,7 +14,6 @@ classifiers run through the real llama.cpp in tests; it is not a safety model.
 
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 from typing import Literal
@@ -27,16 +26,14 @@ from .demo_model import (
     _FILLER,
     _FIRST_IDENTITY,
     _FLAG,
-    _FLAG_VALUE,
-    _K_TRIGGER,
     _N_EMBD,
     _N_FF,
-    _Q_CONST,
     _ROPE_FREQ_BASE,
     _TRIGGER,
     DEMO_CHAT_TEMPLATE,
     DEMO_TRIGGER_WORD,
     _byte_to_unicode,
+    _trigger_layer_weights,
 )
 
 JudgeAnswers = Literal["llama-guard-3", "yes-no"]
@@ -119,27 +116,7 @@ def build_demo_judge(path: str | os.PathLike[str], *, answers: JudgeAnswers = "l
         target[tid(successor)] = margin
         out[:, dim] = target - base
 
-    norm = np.full(_N_EMBD, math.sqrt(2.0 / _N_EMBD), np.float32)
-    q, k, v, o = (np.zeros((_N_EMBD, _N_EMBD), np.float32) for _ in range(4))
-    q[-1, _CONST] = _Q_CONST
-    k[-1, _TRIGGER] = _K_TRIGGER
-    v[0, _TRIGGER] = 1.0
-    o[_FLAG, 0] = _FLAG_VALUE
-    ffn_in = np.zeros((_N_FF, _N_EMBD), np.float32)
-    weights = {
-        "token_embd.weight": embd,
-        "blk.0.attn_norm.weight": norm,
-        "blk.0.attn_q.weight": q,
-        "blk.0.attn_k.weight": k,
-        "blk.0.attn_v.weight": v,
-        "blk.0.attn_output.weight": o,
-        "blk.0.ffn_norm.weight": norm,
-        "blk.0.ffn_gate.weight": ffn_in,
-        "blk.0.ffn_up.weight": ffn_in,
-        "blk.0.ffn_down.weight": np.zeros((_N_EMBD, _N_FF), np.float32),
-        "output_norm.weight": norm,
-        "output.weight": out,
-    }
+    weights = _trigger_layer_weights(embd, out)
 
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_name(f"rfsdk demo judge ({answers})")

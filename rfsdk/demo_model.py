@@ -215,13 +215,16 @@ def _weights(tokens: list[str]) -> dict[str, np.ndarray]:
                 target[successor] = _MARGIN + math.log(p / top)
         out[:, dim] = target - base
 
+    return _trigger_layer_weights(embd, out)
+
+
+def _trigger_layer_weights(embd: np.ndarray, out: np.ndarray) -> dict[str, np.ndarray]:
+    """The one-layer network around ``embd`` and ``out``: attention copies the trigger
+    dimension of any earlier token into the flag dimension; the feed-forward block is off."""
     # All embeddings have squared norm 2, so RMS-normalising with weight 1/sqrt(n_embd / 2)
     # leaves them unchanged.
     norm = np.full(_N_EMBD, math.sqrt(2.0 / _N_EMBD), np.float32)
-    q = np.zeros((_N_EMBD, _N_EMBD), np.float32)
-    k = np.zeros((_N_EMBD, _N_EMBD), np.float32)
-    v = np.zeros((_N_EMBD, _N_EMBD), np.float32)
-    o = np.zeros((_N_EMBD, _N_EMBD), np.float32)
+    q, k, v, o = (np.zeros((_N_EMBD, _N_EMBD), np.float32) for _ in range(4))
     q[-1, _CONST] = _Q_CONST  # last head dimension: the pair RoPE barely turns
     k[-1, _TRIGGER] = _K_TRIGGER
     v[0, _TRIGGER] = 1.0
