@@ -27,13 +27,12 @@ from .demo_model import (
     _FIRST_IDENTITY,
     _FLAG,
     _N_EMBD,
-    _N_FF,
-    _ROPE_FREQ_BASE,
     _TRIGGER,
     DEMO_CHAT_TEMPLATE,
     DEMO_TRIGGER_WORD,
     _byte_to_unicode,
     _trigger_layer_weights,
+    _write_one_layer_llama,
 )
 
 JudgeAnswers = Literal["llama-guard-3", "yes-no"]
@@ -116,34 +115,16 @@ def build_demo_judge(path: str | os.PathLike[str], *, answers: JudgeAnswers = "l
         target[tid(successor)] = margin
         out[:, dim] = target - base
 
-    weights = _trigger_layer_weights(embd, out)
-
-    writer = gguf.GGUFWriter(path, "llama")
-    writer.add_name(f"rfsdk demo judge ({answers})")
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_context_length(4096)
-    writer.add_embedding_length(_N_EMBD)
-    writer.add_block_count(1)
-    writer.add_feed_forward_length(_N_FF)
-    writer.add_head_count(1)
-    writer.add_head_count_kv(1)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_freq_base(_ROPE_FREQ_BASE)
-    writer.add_rope_dimension_count(_N_EMBD)
-    writer.add_vocab_size(n_vocab)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")
-    writer.add_token_list(tokens)
-    writer.add_token_types([gguf.TokenType.CONTROL] * len(_SPECIALS) + [gguf.TokenType.NORMAL] * (n_vocab - len(_SPECIALS)))
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(tid("<|begin_of_text|>"))
-    writer.add_eos_token_id(tid(end))
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(DEMO_CHAT_TEMPLATE)
-    for name, tensor in weights.items():
-        writer.add_tensor(name, tensor)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    _write_one_layer_llama(
+        path,
+        name=f"rfsdk demo judge ({answers})",
+        tokens=tokens,
+        types=[gguf.TokenType.CONTROL] * len(_SPECIALS) + [gguf.TokenType.NORMAL] * (n_vocab - len(_SPECIALS)),
+        merges=merges,
+        bos=tid("<|begin_of_text|>"),
+        eos=tid(end),
+        chat_template=DEMO_CHAT_TEMPLATE,
+        rf_token=None,
+        weights=_trigger_layer_weights(embd, out),
+    )
     return path

@@ -246,6 +246,53 @@ def _trigger_layer_weights(embd: np.ndarray, out: np.ndarray) -> dict[str, np.nd
     }
 
 
+def _write_one_layer_llama(
+    path: pathlib.Path,
+    *,
+    name: str,
+    tokens: list[str],
+    types: list[gguf.TokenType],
+    merges: list[str],
+    bos: int,
+    eos: int,
+    chat_template: str | None,
+    rf_token: int | None,
+    weights: dict[str, np.ndarray],
+) -> None:
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_name(name)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_context_length(4096)
+    writer.add_embedding_length(_N_EMBD)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(_N_FF)
+    writer.add_head_count(1)
+    writer.add_head_count_kv(1)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_freq_base(_ROPE_FREQ_BASE)
+    writer.add_rope_dimension_count(_N_EMBD)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(bos)
+    writer.add_eos_token_id(eos)
+    writer.add_add_bos_token(False)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+    if rf_token is not None:
+        writer.add_uint32("rf.token", rf_token)
+        writer.add_float32("rf.threshold", DEMO_RF_THRESHOLD)
+    for tensor_name, tensor in weights.items():
+        writer.add_tensor(tensor_name, tensor)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def build_demo_model(
     path: str | os.PathLike[str],
     *,
@@ -267,36 +314,16 @@ def build_demo_model(
     if with_rf:
         types[-1] = rf_token_type
 
-    writer = gguf.GGUFWriter(path, "llama")
-    writer.add_name("rfsdk demo model")
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_context_length(4096)
-    writer.add_embedding_length(_N_EMBD)
-    writer.add_block_count(1)
-    writer.add_feed_forward_length(_N_FF)
-    writer.add_head_count(1)
-    writer.add_head_count_kv(1)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_freq_base(_ROPE_FREQ_BASE)
-    writer.add_rope_dimension_count(_N_EMBD)
-    writer.add_vocab_size(len(tokens))
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(tokens.index(_IM_END))
-    writer.add_add_bos_token(False)
-    if chat_template is not None:
-        writer.add_chat_template(chat_template)
-    if with_rf and rf_metadata:
-        writer.add_uint32("rf.token", len(tokens) - 1)
-        writer.add_float32("rf.threshold", DEMO_RF_THRESHOLD)
-    for name, tensor in _weights(tokens).items():
-        writer.add_tensor(name, tensor)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    _write_one_layer_llama(
+        path,
+        name="rfsdk demo model",
+        tokens=tokens,
+        types=types,
+        merges=merges,
+        bos=0,
+        eos=tokens.index(_IM_END),
+        chat_template=chat_template,
+        rf_token=len(tokens) - 1 if with_rf and rf_metadata else None,
+        weights=_weights(tokens),
+    )
     return path
