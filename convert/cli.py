@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,15 +58,7 @@ def patch(base: Path, adapter: Path, out: Path, force: bool, quiet: bool) -> Non
     BASE is never modified; OUT appears only once it is complete.
     """
     with _user_errors(), ExitStack() as stack:
-        bars: list[ProgressBar[str | None]] = []
-
-        def progress(name: str, done: int, total: int) -> None:
-            if not bars:
-                bar = click.progressbar(
-                    length=total, label="patching", item_show_func=lambda item: item, file=sys.stderr
-                )
-                bars.append(stack.enter_context(bar))
-            bars[0].update(done - bars[0].pos, current_item=name)
+        progress = _progress_bar(stack, "patching")
 
         if not quiet:
             click.echo(f"reading {base} and {adapter} ...", err=True)
@@ -125,15 +117,7 @@ def hf(
     refused unless --allow-pickle is given.
     """
     with _user_errors(), ExitStack() as stack:
-        bars: list[ProgressBar[str | None]] = []
-
-        def progress(name: str, done: int, total: int) -> None:
-            if not bars:
-                bar = click.progressbar(
-                    length=total, label="writing", item_show_func=lambda item: item, file=sys.stderr
-                )
-                bars.append(stack.enter_context(bar))
-            bars[0].update(done - bars[0].pos, current_item=name)
+        progress = _progress_bar(stack, "writing")
 
         if not quiet and outtype.lower() in LLAMA_OUTTYPES:
             click.echo(
@@ -179,6 +163,19 @@ def lora(adapter: Path, out: Path, base: Path, rf_base: Path | None, force: bool
         report = lora_to_gguf(adapter, out, base=base, rf_base=rf_base, force=force)
     if not quiet:
         click.echo(_lora_summary(report))
+
+
+def _progress_bar(stack: ExitStack, label: str) -> Callable[[str, int, int], None]:
+    """A progress callback ``(item, done, total)`` that opens its bar on the first call."""
+    bars: list[ProgressBar[str | None]] = []
+
+    def progress(name: str, done: int, total: int) -> None:
+        if not bars:
+            bar = click.progressbar(length=total, label=label, item_show_func=lambda item: item, file=sys.stderr)
+            bars.append(stack.enter_context(bar))
+        bars[0].update(done - bars[0].pos, current_item=name)
+
+    return progress
 
 
 def _lora_summary(report: LoraExportReport) -> str:
