@@ -30,6 +30,7 @@ def test_fit_writes_adapter_model_calibration_and_card(demo_model_no_rf_path, tm
     assert fit["base_sha256"] == file_sha256(demo_model_no_rf_path)
     assert fit["options"]["weights"] == {"rf": 1.0, "benign_kl": 1.0, "after_kl": 0.5}
     assert fit["options"]["adversarial"] == {"epsilon": 0.1, "steps": 2, "weight": 1.0}
+    assert fit["steps_total"] == fit["steps_run_now"] == 2
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["target_fpr"] == 0.05 and calibration["validation"]["fpr"] <= 0.05
     assert calibration["n_harmful"] > 100 and calibration["n_benign"] > 100
@@ -50,6 +51,9 @@ def test_fit_writes_adapter_model_calibration_and_card(demo_model_no_rf_path, tm
     assert again.exit_code == 0, again.output
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # resumed from the step-2 checkpoint
+    fit = json.loads((out / "fit.json").read_text())
+    assert (fit["steps_total"], fit["steps_run_now"]) == (3, 1)
+    assert "| steps in total (all invocations) | 3 |" in (out / "MODEL_CARD.md").read_text()
 
 
 def test_shrink_halves_the_adapter(tmp_path):

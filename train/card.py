@@ -34,8 +34,12 @@ def write_model_card(path: Path, fit: dict[str, Any]) -> None:
         *(f"- {s['name']}: {s['distribution']} {s['version']} ({s['licence']})" for s in fit["dataset_sources"]),
         "",
         "## Run",
-        *_table([("steps run in the last invocation", fit["steps_run_now"]), ("training seconds", fit["train_seconds"]),
-                 ("last step losses", fit["last_losses"])]),
+        *_table([
+            ("steps in total (all invocations)", fit["steps_total"]),
+            ("steps run in the last invocation", fit["steps_run_now"]),
+            ("seconds in the last invocation (training, export, calibration)", fit["train_seconds"]),
+            ("last step losses", fit["last_losses"]),
+        ]),
     ]
     calibration = fit["calibration"]
     if calibration is not None:

@@ -166,6 +166,14 @@ def _save(rf: RfModel, optimizer: torch.optim.Optimizer, rng: random.Random, ste
     os.replace(tmp, out_dir / CHECKPOINT)
 
 
+def checkpoint_step(out_dir: Path) -> int:
+    """The step saved in ``out_dir``'s checkpoint (0 when there is none): all steps trained so far."""
+    path = out_dir / CHECKPOINT
+    if not path.is_file():
+        return 0
+    return int(torch.load(path, weights_only=True, mmap=True)["step"])
+
+
 def _resume(rf: RfModel, optimizer: torch.optim.Optimizer, rng: random.Random, out_dir: Path | None) -> int:
     path = None if out_dir is None else out_dir / CHECKPOINT
     if path is None or not path.is_file():

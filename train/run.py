@@ -20,7 +20,7 @@ from .card import write_model_card
 from .adversarial import AdversarialConfig
 from .data import load_dataset
 from .distributed import Processes, join
-from .loop import TrainConfig, train
+from .loop import TrainConfig, checkpoint_step, train
 from .loss import LossWeights
 from .prompt_sets import prompt_set
 from .recipe import RecipeConfig, build_training_set
@@ -143,6 +143,7 @@ def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Cal
         "options": json.loads(options.model_dump_json()),
         "recipe": json.loads(recipe.model_dump_json()),
         "training_set": data.counts,
+        "steps_total": checkpoint_step(out),
         "steps_run_now": len(history),
         "processes": processes.world,
         "train_seconds": round(time.monotonic() - started, 1),
