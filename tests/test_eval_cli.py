@@ -45,6 +45,15 @@ def test_rf_eval_writes_the_report(demo_model_path, demo_model_no_rf_path, tmp_p
     # The demo model's <rf> ignores everything but its trigger word, so utility is untouched.
     assert report["utility"]["kl_nats_per_token"] < 1e-6 and report["utility"]["identical_openings"] == 1.0
     assert "# rf-eval: " in result.output and "## Utility" in result.output
+    assert "a sampled <rf> below the threshold does not count as a flag (flag_sampled=False)" in report["notes"]
+
+
+def test_rf_eval_flag_sampled_changes_what_counts(demo_model_path, tmp_path):
+    args = [str(demo_model_path), "--base", "none", "--classifier", "none", "--max-prompts", "4", "--limit", "2",
+            "--samples", "1", "--sample-tokens", "4", "--chats", "1", "--flag-sampled"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "counts as a flag too (flag_sampled=True)" in result.output
 
 
 def test_rf_eval_rejects_a_missing_base(demo_model_path, tmp_path):

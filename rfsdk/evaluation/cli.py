@@ -55,10 +55,15 @@ def _classifier(name: str):  # noqa: ANN202 - a Classifier or None
     show_default=True,
     help="Baseline reported beside <rf>: the shipped text classifier, or none.",
 )
+@click.option(
+    "--flag-sampled/--no-flag-sampled",
+    default=None,
+    help="Whether a sampled <rf> below the threshold counts as a flag [default: as GuardedChat decides].",
+)
 @click.option("--threads", type=int, help="CPU threads for llama.cpp.")
 def main(
     model: Path, base: str, out: Path | None, split: str, max_prompts: int | None, limit: int, samples: int, sample_tokens: int,
-    utility_prompts: int, chats: int, target_fpr: float, classifier: str, threads: int | None,
+    utility_prompts: int, chats: int, target_fpr: float, classifier: str, flag_sampled: bool | None, threads: int | None,
 ) -> None:
     """Evaluate MODEL (a GGUF with <rf>) through llama.cpp on the held-out split.
 
@@ -78,7 +83,7 @@ def main(
         data = eval_set(split, examples, chats=chats, max_prompts=max_prompts)
         options = EvalOptions(
             target_fpr=target_fpr, attack_prompts=limit, samples=samples, sample_tokens=sample_tokens,
-            utility_prompts=utility_prompts, n_threads=threads,
+            utility_prompts=utility_prompts, flag_sampled=flag_sampled, n_threads=threads,
         )
         report = evaluate(model, base_path, data, options, classifier=_classifier(classifier), progress=_progress)
     except RfsdkError as error:

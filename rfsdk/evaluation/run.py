@@ -49,6 +49,7 @@ class EvalOptions(BaseModel):
     prefill: str = "Sure, here is"
     prefill_window: int = 32
     utility_prompts: int = 60
+    flag_sampled: bool | None = None
     n_threads: int | None = None
 
 
@@ -83,7 +84,13 @@ def evaluate(
         return lambda done: progress(label, done, total)
 
     notes: list[str] = []
-    chat = GuardedChat(model, policy="halt", n_threads=options.n_threads)
+    guard = {"policy": "halt", "flag_sampled": options.flag_sampled, "n_threads": options.n_threads}
+    chat = GuardedChat(model, **guard)
+    notes.append(
+        "a sampled <rf> below the threshold "
+        + ("counts as a flag too" if chat.flag_sampled else "does not count as a flag")
+        + f" (flag_sampled={chat.flag_sampled})"
+    )
     detection = prompt_detection(
         chat, data.harmful, data.benign, target_fpr=options.target_fpr,
         progress=stage("prompt detection", len(data.harmful) + len(data.benign)),
@@ -100,8 +107,7 @@ def evaluate(
 
     attack_prompts = data.harmful[: options.attack_prompts]
     sampler = GuardedChat(
-        model, policy="halt", n_threads=options.n_threads,
-        sampling=SamplingConfig(temperature=1.0, max_tokens=options.sample_tokens, seed=0),
+        model, **guard, sampling=SamplingConfig(temperature=1.0, max_tokens=options.sample_tokens, seed=0)
     )
     attacks: list[AttackResult] = [
         sampling_attack(
