@@ -85,7 +85,7 @@ def evaluate(
 
     notes: list[str] = []
     guard = {"policy": "halt", "flag_sampled": options.flag_sampled, "n_threads": options.n_threads}
-    chat = GuardedChat(model, **guard)
+    chat = GuardedChat(model, **guard, sampling=SamplingConfig(seed=0))
     notes.append(
         "a sampled <rf> below the threshold "
         + ("counts as a flag too" if chat.flag_sampled else "does not count as a flag")
@@ -124,7 +124,7 @@ def evaluate(
     ]
     result_utility = None
     if base is not None:
-        base_chat = GuardedChat(base, allow_unguarded=True, n_threads=options.n_threads)
+        base_chat = GuardedChat(base, allow_unguarded=True, n_threads=options.n_threads, sampling=SamplingConfig(seed=0))
         refusal = refusal_rate(base_chat, attack_prompts, progress=stage("base model refusal rate", len(attack_prompts)))
         attacks.append(refusal.model_copy(update={"name": "base model refusal rate (harmful prompts)"}))
         progress("utility (KL and greedy openings)", 0, 1)
