@@ -104,13 +104,9 @@ def test_after_rf_kl_keeps_the_continuation_close_to_the_base():
 
 def rf_log_probability_at_reply_start(rf: RfModel, example: TokenizedExample, attacked: AdversarialConfig | None):
     ids = example.prompt
+    embeds = None if attacked is None else attack(rf, ids, len(ids), attacked)
     with torch.no_grad():
-        if attacked is None:
-            logits = rf.logits(ids)[-1]
-    if attacked is not None:
-        embeds = attack(rf, ids, len(ids), attacked)
-        with torch.no_grad():
-            logits = rf.model(inputs_embeds=embeds.unsqueeze(0)).logits[0, -1].float()
+        logits = rf.logits(ids)[-1] if embeds is None else rf.model(inputs_embeds=embeds.unsqueeze(0)).logits[0, -1].float()
     return logits.log_softmax(-1)[rf.rf_id].item()
 
 

@@ -14,10 +14,10 @@ from rfsdk.convert.adapter import file_sha256
 from rfsdk.convert.patch import patch_gguf
 from rfsdk.model_source import cache_dir
 
+from .adversarial import AdversarialConfig
 from .base import load_base
 from .calibrate import Calibration, calibrate
 from .card import write_model_card
-from .adversarial import AdversarialConfig
 from .data import load_dataset
 from .distributed import Processes, join
 from .loop import TrainConfig, checkpoint_step, train
