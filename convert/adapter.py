@@ -78,6 +78,12 @@ class AdapterMetadata(BaseModel):
     )
     lora_alpha: float = Field(allow_inf_nan=False)
     lora_rank: int = Field(gt=0)
+    lora_strength: float = Field(
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Multiplier on the trained LoRA delta, chosen after training (rf-train tune).",
+    )
     rf_token: str = Field(default="<rf>", min_length=1)
     rf_threshold: float = Field(allow_inf_nan=False, description="Calibrated <rf> probability threshold.")
     slot: str | None = Field(
@@ -86,8 +92,8 @@ class AdapterMetadata(BaseModel):
 
     @property
     def lora_scale(self) -> float:
-        """The LoRA scale ``lora_alpha / lora_rank``."""
-        return self.lora_alpha / self.lora_rank
+        """The scale of ``B @ A`` when merged: ``lora_strength * lora_alpha / lora_rank``."""
+        return self.lora_strength * self.lora_alpha / self.lora_rank
 
     def to_header(self) -> dict[str, str]:
         """The metadata as the safetensors ``__metadata__`` strings."""

@@ -8,9 +8,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import click
+from gguf import GGMLQuantizationType
 
 from rfsdk.errors import RfsdkError
 
@@ -18,7 +19,8 @@ from .hf import OUTTYPES, HfConvertReport, convert_hf
 from .inspect import inspect_gguf, render_table
 from .llama_quantize import LLAMA_OUTTYPES
 from .lora_gguf import LoraExportReport, lora_to_gguf
-from .patch import PatchReport, patch_gguf
+from .patch import MergedType, PatchReport, patch_gguf
+from .quant import can_encode
 from .verify import render_verify, verify_gguf
 
 if TYPE_CHECKING:
@@ -51,8 +53,16 @@ def inspect(model: Path, as_json: bool) -> None:
     is_flag=True,
     help="Replace OUT if it exists, and patch even if the adapter names another base sha256.",
 )
+@click.option(
+    "--merged-type",
+    type=click.Choice(get_args(MergedType)),
+    default="auto",
+    show_default=True,
+    help="How LoRA-merged tensors are stored. auto: Q8_0 where the base has fewer than 8 bits per weight "
+    "(a Q4 grid would round most of the LoRA away), else the base's own type; base: always the base's type.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; notes and errors only.")
-def patch(base: Path, adapter: Path, out: Path, force: bool, quiet: bool) -> None:
+def patch(base: Path, adapter: Path, out: Path, force: bool, merged_type: MergedType, quiet: bool) -> None:
     """Write OUT.gguf: BASE.gguf plus the <rf> token and LoRA weights of ADAPTER.safetensors.
 
     BASE is never modified; OUT appears only once it is complete.
@@ -62,7 +72,9 @@ def patch(base: Path, adapter: Path, out: Path, force: bool, quiet: bool) -> Non
 
         if not quiet:
             click.echo(f"reading {base} and {adapter} ...", err=True)
-        report = patch_gguf(base, adapter, out, force=force, progress=None if quiet else progress)
+        report = patch_gguf(
+            base, adapter, out, force=force, merged_type=merged_type, progress=None if quiet else progress
+        )
     for note in _notes(report):
         click.echo(f"note: {note}", err=True)
     if not quiet:
@@ -292,10 +304,16 @@ def _notes(report: PatchReport) -> list[str]:
             converted[(change.from_type, change.to_type)].append(change.name)
     for (from_type, to_type), names in converted.items():
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        notes.append(
-            f"{len(names)} tensor(s) stored as {from_type} were re-stored as {to_type} because numpy cannot "
-            f"encode {from_type}: {shown}."
-        )
+        if not can_encode(GGMLQuantizationType[from_type]):
+            why = f"because numpy cannot encode {from_type}"
+        elif report.merged_type == "auto":
+            why = (
+                f"so that the merged LoRA survives (re-rounding to {from_type} would undo most of it; "
+                f"--merged-type base keeps {from_type})"
+            )
+        else:
+            why = f"as --merged-type {report.merged_type} asks"
+        notes.append(f"{len(names)} tensor(s) stored as {from_type} were re-stored as {to_type} {why}: {shown}.")
     return notes
 
 

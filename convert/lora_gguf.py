@@ -107,7 +107,7 @@ def lora_to_gguf(
         rf_token_id=rf_id,
         n_pairs=len(rf.loras),
         rank=rf.metadata.lora_rank,
-        alpha=rf.metadata.lora_alpha,
+        alpha=rf.metadata.lora_scale * rf.metadata.lora_rank,
         out_bytes=out.stat().st_size,
         seconds=time.perf_counter() - started,
     )
@@ -183,7 +183,7 @@ def _metadata(reader: GGUFReader, arch: str, rf: Adapter) -> list[bytes]:
         (Keys.General.TYPE, "adapter", GGUFValueType.STRING),
         (Keys.General.NAME, f"{name or arch} <rf> LoRA", GGUFValueType.STRING),
         (Keys.Adapter.TYPE, "lora", GGUFValueType.STRING),
-        (Keys.Adapter.LORA_ALPHA, float(rf.metadata.lora_alpha), GGUFValueType.FLOAT32),
+        (Keys.Adapter.LORA_ALPHA, rf.metadata.lora_scale * rf.metadata.lora_rank, GGUFValueType.FLOAT32),
         (keys.RF_ADAPTER_SHA256, rf.sha256, GGUFValueType.STRING),
         (keys.RF_BASE_MODEL, rf.metadata.base_model, GGUFValueType.STRING),
         (keys.RF_FORMAT, rf.metadata.format, GGUFValueType.STRING),

@@ -20,13 +20,19 @@ from rfsdk.errors import ConversionError, ModelFileError
 from . import keys
 from .adapter import Adapter, LoraPair, file_sha256, load_adapter
 from .merge import check_mergeable, lora_delta
-from .quant import FALLBACK_TYPE, can_decode, can_encode, decode, encode
+from .quant import FALLBACK_TYPE, bits_per_weight, can_decode, can_encode, decode, encode
 from .reader import architecture, field_value, open_gguf
 from .vocab import SCORES_KEY, TOKENS_KEY, TYPES_KEY, Vocab, add_control_token
 from .writer import GGUFStreamWriter, TensorSpec, check_out_path, encode_field, raw_field
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called after each tensor is written with (tensor name, bytes written so far, total bytes)."""
+
+MergedType = Literal["auto", "base", "Q8_0", "F16", "F32"]
+"""How LoRA-merged tensors are stored. "base" keeps each tensor's own type. "auto" does too
+at 8 bits per weight or more, and uses Q8_0 below that: re-rounding ``W + delta`` to a coarse
+grid such as Q4_1 snaps most of a small LoRA delta back to ``W`` (measured on the default
+model, the merged LoRA kept well under half of its effect)."""
 
 _EMBEDDING = "token_embd.weight"
 _OUTPUT = "output.weight"
@@ -59,6 +65,7 @@ class PatchReport(BaseModel):
     n_vocab: int
     threshold: float
     base_sha256: Literal["verified", "mismatch ignored", "not given"]
+    merged_type: MergedType
     changes: list[TensorChange]
     out_bytes: int
     seconds: float
@@ -71,12 +78,19 @@ class _Job:
 
 
 def patch_gguf(
-    base: Path, adapter: Path, out: Path, *, force: bool = False, progress: ProgressCallback | None = None
+    base: Path,
+    adapter: Path,
+    out: Path,
+    *,
+    force: bool = False,
+    merged_type: MergedType = "auto",
+    progress: ProgressCallback | None = None,
 ) -> PatchReport:
     """Write ``out``: ``base`` with the <rf> token and the LoRA weights of ``adapter``.
 
     ``force`` overwrites an existing ``out`` and accepts an adapter made for a base with
-    another sha256. ``out`` appears only once it is complete.
+    another sha256. ``merged_type`` says how merged tensors are stored (see
+    :data:`MergedType`). ``out`` appears only once it is complete.
     """
     started = time.perf_counter()
     check_out_path(out, {base: "the base model", adapter: "the adapter"}, force=force)
@@ -101,7 +115,7 @@ def patch_gguf(
 
     changes: list[TensorChange] = []
     row_jobs = _row_jobs(tensors, rf, len(vocab.tokens), token_id, appended, changes)
-    merge_jobs = _merge_jobs(reader, arch, tensors, rf, changes)
+    merge_jobs = _merge_jobs(reader, arch, tensors, rf, merged_type, changes)
     jobs = [
         row_jobs.get(t.name) or merge_jobs.get(t.name) or _Job(_spec(t, t.tensor_type), _copy(t))
         for t in reader.tensors
@@ -130,6 +144,7 @@ def patch_gguf(
         n_vocab=len(new_vocab.tokens),
         threshold=rf.metadata.rf_threshold,
         base_sha256=sha_state,
+        merged_type=merged_type,
         changes=changes,
         out_bytes=out.stat().st_size,
         seconds=time.perf_counter() - started,
@@ -210,7 +225,12 @@ def _row_jobs(
 
 
 def _merge_jobs(
-    reader: GGUFReader, arch: str, tensors: dict[str, ReaderTensor], rf: Adapter, changes: list[TensorChange]
+    reader: GGUFReader,
+    arch: str,
+    tensors: dict[str, ReaderTensor],
+    rf: Adapter,
+    merged_type: MergedType,
+    changes: list[TensorChange],
 ) -> dict[str, _Job]:
     if not rf.loras:
         return {}
@@ -238,7 +258,7 @@ def _merge_jobs(
             )
         n_head = _per_layer(reader, f"{arch}.attention.head_count", pair.layer)
         n_head_kv = _per_layer(reader, f"{arch}.attention.head_count_kv", pair.layer, default=n_head)
-        to_type = _target_type(tensor)
+        to_type = _merged_type(tensor, merged_type)
         changes.append(
             TensorChange(
                 name=tensor.name,
@@ -262,6 +282,16 @@ def _target_type(tensor: ReaderTensor) -> GGMLQuantizationType:
         f"the base model stores {tensor.name} as {qtype.name}, which rf-convert can neither decode "
         "nor encode. Use a base model quantized to another type (e.g. Q8_0, Q4_K_M or F16)."
     )
+
+
+def _merged_type(tensor: ReaderTensor, merged_type: MergedType) -> GGMLQuantizationType:
+    if merged_type == "base":
+        return _target_type(tensor)
+    if merged_type != "auto":
+        return GGMLQuantizationType[merged_type]
+    if bits_per_weight(tensor.tensor_type) < 8:
+        return GGMLQuantizationType.Q8_0
+    return _target_type(tensor)
 
 
 def _spec(tensor: ReaderTensor, qtype: GGMLQuantizationType) -> TensorSpec:

@@ -44,6 +44,12 @@ def encode(values: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
     return _quants.quantize(np.ascontiguousarray(values, dtype=np.float32), qtype)
 
 
+def bits_per_weight(qtype: GGMLQuantizationType) -> float:
+    """Storage bits per value of ``qtype`` (Q4_1: 5.0, Q8_0: 8.5, F16: 16.0)."""
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    return 8 * type_size / block_size
+
+
 def n_bytes(shape: tuple[int, ...], qtype: GGMLQuantizationType) -> int:
     """Bytes that a tensor of element ``shape`` (numpy order) takes when stored as ``qtype``."""
     block_size, type_size = GGML_QUANT_SIZES[qtype]

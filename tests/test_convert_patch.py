@@ -293,6 +293,12 @@ def test_vocab_and_metadata(tiny: TinyModel, adapter: Path, tmp_path: Path) -> N
     assert _field(out, "tokenizer.chat_template") == TEMPLATE
 
 
+def _assert_within_q8_0_step(stored: np.ndarray, expected: np.ndarray) -> None:
+    amax = np.abs(expected).reshape(-1, 32).max(axis=1)
+    error = np.abs(stored - expected).reshape(-1, 32).max(axis=1)
+    assert (error <= amax / 127 / 2 + amax * 2**-10).all()  # half a step + fp16 scale rounding
+
+
 def test_q8_0_merge_within_quantization_error(tmp_path: Path) -> None:
     tiny = build_tiny(tmp_path / "base.gguf", qtype=Q.Q8_0)
     adapter_path = tmp_path / "adapter.safetensors"
@@ -304,13 +310,55 @@ def test_q8_0_merge_within_quantization_error(tmp_path: Path) -> None:
         name = f"blk.{pair.layer}.{GGUF_STEM[pair.module]}.weight"
         expected = tiny.weights[name] + _expected_delta(pair, 2.0)
         assert patched[name].tensor_type == Q.Q8_0
-        amax = np.abs(expected).reshape(-1, 32).max(axis=1)
-        error = np.abs(_float(patched[name]) - expected).reshape(-1, 32).max(axis=1)
-        assert (error <= amax / 127 / 2 + amax * 2**-10).all(), name  # half a step + fp16 scale rounding
+        _assert_within_q8_0_step(_float(patched[name]), expected)
     table = patched["token_embd.weight"]
     assert table.tensor_type == Q.Q8_0
     assert bytes(table.data[:-1]) == bytes(_tensors(tiny.path)["token_embd.weight"].data)
     assert np.abs(_float(table)[-1] - embedding).max() <= np.abs(embedding).max() / 127
+
+
+def test_coarse_base_merges_into_q8_0_so_a_small_lora_survives(tmp_path: Path) -> None:
+    tiny = build_tiny(tmp_path / "base.gguf", qtype=Q.Q4_1)
+    adapter_path = tmp_path / "adapter.safetensors"
+    _, _, pairs = make_adapter(adapter_path, tiny.path, alpha=0.08)  # scale 0.02: a delta far below a Q4_1 step
+
+    def merge_error(merged_type: str) -> tuple[set[Q], float]:
+        out = tmp_path / f"merged-{merged_type}.gguf"
+        patch_gguf(tiny.path, adapter_path, out, merged_type=merged_type)  # type: ignore[arg-type]
+        patched = _tensors(out)
+        names = [f"blk.{pair.layer}.{GGUF_STEM[pair.module]}.weight" for pair in pairs]
+        deltas = [_expected_delta(pair, 0.02) for pair in pairs]
+        errors = [_float(patched[n]) - tiny.weights[n] - d for n, d in zip(names, deltas)]
+        relative = float(np.sqrt(sum((e**2).sum() for e in errors) / sum((d**2).sum() for d in deltas)))
+        assert patched["token_embd.weight"].tensor_type == Q.Q4_1  # only merged tensors change type
+        return {patched[n].tensor_type for n in names}, relative
+
+    auto_types, auto_error = merge_error("auto")
+    base_types, base_error = merge_error("base")
+    assert auto_types == {Q.Q8_0} and base_types == {Q.Q4_1}
+    assert auto_error < 0.5 < base_error  # Q4_1 re-rounding loses more than the whole delta is worth
+
+    result = CliRunner().invoke(main, ["patch", str(tiny.path), str(adapter_path), str(tmp_path / "cli.gguf")])
+    assert result.exit_code == 0, result.output
+    assert "re-stored as Q8_0 so that the merged LoRA survives" in " ".join(result.output.split())
+    kept = CliRunner().invoke(
+        main, ["patch", "--merged-type", "base", "-q", str(tiny.path), str(adapter_path), str(tmp_path / "kept.gguf")]
+    )
+    assert kept.exit_code == 0 and "re-stored" not in kept.output
+
+
+def test_lora_strength_scales_the_merged_delta(tmp_path: Path, tiny: TinyModel) -> None:
+    adapter_path = tmp_path / "adapter.safetensors"
+    _, _, pairs = make_adapter(adapter_path, tiny.path, lora_strength=0.25)
+    assert load_adapter(adapter_path).metadata.lora_scale == pytest.approx(0.25 * 8.0 / 4)
+    out = tmp_path / "out.gguf"
+    patch_gguf(tiny.path, adapter_path, out)
+    patched = _tensors(out)
+    for pair in pairs:
+        name = f"blk.{pair.layer}.{GGUF_STEM[pair.module]}.weight"
+        np.testing.assert_allclose(
+            _float(patched[name]), tiny.weights[name] + _expected_delta(pair, 0.25 * 8.0 / 4), atol=1e-6
+        )
 
 
 def test_untied_output_gets_the_output_row(tmp_path: Path) -> None:
@@ -355,9 +403,9 @@ def test_type_numpy_cannot_encode_is_stored_as_f16_and_reported(tmp_path: Path) 
     np.testing.assert_allclose(_float(patched["token_embd.weight"])[-1], embedding, atol=2e-3)
     pair = pairs[0]
     name = f"blk.{pair.layer}.{GGUF_STEM[pair.module]}.weight"
-    np.testing.assert_allclose(
-        _float(patched[name]), tiny.weights[name] + _expected_delta(pair, 2.0), atol=5e-3, rtol=1e-3
-    )
+    assert patched[name].tensor_type == Q.Q8_0  # merged: IQ4_NL is under 8 bits, so "auto" picks Q8_0
+    expected = tiny.weights[name] + _expected_delta(pair, 2.0)
+    _assert_within_q8_0_step(_float(patched[name]), expected)
 
     result = CliRunner().invoke(
         main, ["patch", str(tiny.path), str(adapter_path), str(tmp_path / "cli.gguf")]
