@@ -7,19 +7,30 @@ from click.testing import CliRunner
 
 from rfsdk import GuardedChat
 from rfsdk.convert.adapter import file_sha256, load_adapter
+from rfsdk.train.card import write_model_card
 from rfsdk.train.cli import main
 
 
-def test_fit_writes_adapter_model_calibration_and_card(demo_model_no_rf_path, tmp_path, monkeypatch):
-    monkeypatch.setenv("RFSDK_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "run"
-    args = [
-        "fit", "--base", str(demo_model_no_rf_path), "--out", str(out), "--steps", "2", "--batch-size", "2",
-        "--onpolicy", "2", "--max-len", "64", "--threads", "1", "--after-kl-weight", "0.5",
-        "--adversarial", "--adv-steps", "2",
-    ]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
+FIT_ARGS = [
+    "--steps", "2", "--batch-size", "2", "--onpolicy", "2", "--max-len", "64", "--threads", "1",
+    "--after-kl-weight", "0.5", "--adversarial", "--adv-steps", "2",
+]
+
+
+@pytest.fixture(scope="module")
+def fitted(demo_model_no_rf_path, tmp_path_factory):
+    """A 2-step fit on the tiny base: (base, out folder, the fit command line); the cache stays set."""
+    tmp_path = tmp_path_factory.mktemp("fit")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RFSDK_CACHE", str(tmp_path / "cache"))
+        args = ["fit", "--base", str(demo_model_no_rf_path), "--out", str(tmp_path / "run"), *FIT_ARGS]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        yield demo_model_no_rf_path, tmp_path / "run", args
+
+
+def test_fit_writes_adapter_model_calibration_and_card(fitted):
+    demo_model_no_rf_path, out, args = fitted
     assert {p.name for p in out.iterdir()} >= {
         "adapter.safetensors", "model.gguf", "calibration.json", "fit.json", "MODEL_CARD.md", "train_log.jsonl",
     }
@@ -45,7 +56,7 @@ def test_fit_writes_adapter_model_calibration_and_card(demo_model_no_rf_path, tm
     card = (out / "MODEL_CARD.md").read_text()
     for heading in ("## Base", "## Recipe", "## Training data (train split only)", "## Calibration"):
         assert heading in card
-    assert (tmp_path / "cache" / "onpolicy").is_dir()  # generated data goes to the cache, not the repo
+    assert (out.parent / "cache" / "onpolicy").is_dir()  # generated data goes to the cache, not the repo
 
     again = CliRunner().invoke(main, [*args[:5], "--steps", "3", *args[7:]])
     assert again.exit_code == 0, again.output
@@ -58,7 +69,6 @@ def test_fit_writes_adapter_model_calibration_and_card(demo_model_no_rf_path, tm
 
 def test_shrink_halves_the_adapter(tmp_path):
     import numpy as np
-
     from rfsdk.convert.adapter import AdapterMetadata, LoraPair, save_adapter
 
     rng = np.random.default_rng(0)
@@ -71,3 +81,37 @@ def test_shrink_halves_the_adapter(tmp_path):
     assert small.metadata == meta
     assert np.allclose(small.loras[0].a, pairs[0].a, atol=1e-3) and np.array_equal(small.embedding, load_adapter(tmp_path / "a.safetensors").embedding)
     assert (tmp_path / "b.safetensors").stat().st_size < 0.6 * (tmp_path / "a.safetensors").stat().st_size
+
+
+def test_tune_picks_the_strongest_lora_within_the_kl_budget(fitted, tmp_path):
+    base, out, _ = fitted
+    adapter, tuned = out / "adapter.safetensors", tmp_path / "tuned.safetensors"
+    command = ["tune", str(adapter), str(tuned), "--base", str(base), "--pairs", "3", "--steps", "2", "--threads", "1"]
+
+    def tune(max_kl: float) -> dict:
+        result = CliRunner().invoke(main, [*command, "--max-kl", repr(max_kl)])
+        assert result.exit_code == 0, result.output
+        return json.loads(tuned.with_suffix(".tune.json").read_text())
+
+    full = tune(100.0)
+    assert full["strength"] == 1.0 and [t["strength"] for t in full["tried"]] == [1.0]
+    assert full["kl_nats_per_token"] > 0 and full["answer_pairs"] == 3
+
+    budget = full["kl_nats_per_token"] / 2
+    half = tune(budget)
+    assert [t["strength"] for t in half["tried"]][:2] == [1.0, 0.5] and len(half["tried"]) == 3
+    assert 0 < half["strength"] < 1 and half["kl_nats_per_token"] <= budget
+    assert max(t["strength"] for t in half["tried"] if t["kl_nats_per_token"] <= budget) == half["strength"]
+    metadata = load_adapter(tuned).metadata
+    assert metadata.lora_strength == half["strength"]
+    assert metadata.rf_threshold == half["calibration"]["threshold"]
+    assert load_adapter(adapter).metadata.lora_strength == 1.0  # ADAPTER is kept as it was
+
+    same = CliRunner().invoke(main, ["tune", str(adapter), str(adapter), "--base", str(base)])
+    assert same.exit_code != 0 and "OUT must differ from ADAPTER" in same.output
+
+    fit = {**json.loads((out / "fit.json").read_text()), "tuning": half, "calibration": half["calibration"]}
+    write_model_card(tmp_path / "card.md", fit)
+    card = (tmp_path / "card.md").read_text()
+    assert "## LoRA strength (rf-train tune, validation split)" in card
+    assert f"| {half['strength']:.4g} | {half['kl_nats_per_token']:.4f} |" in card

@@ -41,6 +41,19 @@ def write_model_card(path: Path, fit: dict[str, Any]) -> None:
             ("last step losses", fit["last_losses"]),
         ]),
     ]
+    tuning = fit.get("tuning")
+    if tuning is not None:
+        lines += [
+            "",
+            "## LoRA strength (rf-train tune, validation split)",
+            f"The trained LoRA delta is scaled by {tuning['strength']:.4g}: the largest strength whose mean",
+            f"KL(base || model) on {tuning['answer_pairs']} benign validation answers stays within",
+            f"{tuning['max_kl']:g} nats/token. The calibration below is at this strength.",
+            "",
+            "| strength | KL nats/token |",
+            "|---|---|",
+            *(f"| {t['strength']:.4g} | {t['kl_nats_per_token']:.4f} |" for t in tuning["tried"]),
+        ]
     calibration = fit["calibration"]
     if calibration is not None:
         v = calibration["validation"]

@@ -109,10 +109,48 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
 @main.command()
 @click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The GGUF the adapter was trained on (default: the bundled SmolLM2-135M-Instruct).")
+@click.option("--max-kl", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True, help="Utility budget: mean KL(base || <rf> model) per benign answer token, in nats.")
+@click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
+@click.option("--pairs", type=click.IntRange(min=1), default=60, show_default=True, help="Validation benign (prompt, answer) pairs the KL is measured on.")
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="Bisection steps (precision 1/2**steps).")
+@click.option("--threads", type=int, help="CPU threads for llama.cpp.")
+def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr: float, pairs: int, steps: int, threads: int | None) -> None:
+    """Write OUT: ADAPTER at the strongest LoRA strength whose benign KL is within --max-kl.
+
+    Measures through llama.cpp on the validation split: the KL of each strength tried (1,
+    then bisection), then calibrates the threshold again at the chosen strength. Writes
+    OUT and OUT's .tune.json; ADAPTER is left as it is.
+    """
+    with _user_errors():
+        from rfsdk.evaluation.evalset import eval_set
+
+        from .prompt_sets import prompt_set
+        from .tune import tune_strength
+
+        if out.resolve() == adapter.resolve():
+            raise click.BadParameter("OUT must differ from ADAPTER, which is kept as it is", param_hint="OUT")
+        examples = load_dataset().split("validation")
+        tuning = tune_strength(
+            adapter, base or default_base_model_path(), out,
+            answer_pairs=eval_set("validation", examples).benign_pairs[:pairs], prompts=prompt_set(examples),
+            max_kl=max_kl, target_fpr=target_fpr, steps=steps, n_threads=threads, progress=_progress,
+        )
+        for t in tuning.tried:
+            click.echo(f"strength {t.strength:.4f}: KL {t.kl_nats_per_token:.4f} nats/token", err=True)
+        v = tuning.calibration.validation
+        click.echo(
+            f"{out}: strength {tuning.strength:.4f} (KL {tuning.kl_nats_per_token:.4f} <= {max_kl:g}), "
+            f"threshold {tuning.calibration.threshold:.6g}: validation TPR {v.tpr:.3f} at FPR {v.fpr:.3f}, ROC-AUC {v.roc_auc:.3f}"
+        )
+
+
+@main.command()
+@click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 def shrink(adapter: Path, out: Path) -> None:
     """Write ADAPTER to OUT with float16 LoRA weights: half the size, as the bundled default ships."""
     import numpy as np
-
     from rfsdk.convert.adapter import file_sha256, load_adapter, save_adapter
 
     with _user_errors():

@@ -31,7 +31,8 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def _answer_logprobs(llm: llama_cpp.Llama, prompt: list[int], answer: list[int], n_vocab: int) -> np.ndarray:
+def answer_logprobs(llm: llama_cpp.Llama, prompt: list[int], answer: list[int], n_vocab: int) -> np.ndarray:
+    """Log-probabilities over the first ``n_vocab`` tokens at each answer position, ``[len(answer), n_vocab]``."""
     llm.reset()
     llm.eval(prompt + answer)
     logits = np.asarray(llm.scores[len(prompt) - 1 : len(prompt) + len(answer) - 1, :n_vocab], dtype=np.float64)
@@ -57,8 +58,8 @@ def answer_kl(
         answer = answer[: n_ctx - len(prompt)]
         if not answer:
             continue
-        p = _answer_logprobs(base, prompt, answer, n_vocab)
-        q = _answer_logprobs(scorer, prompt, answer, n_vocab)
+        p = answer_logprobs(base, prompt, answer, n_vocab)
+        q = answer_logprobs(scorer, prompt, answer, n_vocab)
         total += float((np.exp(p) * (p - q)).sum())
         count += len(answer)
     return (total / count if count else 0.0), count
