@@ -25,7 +25,7 @@ from .model_source import cache_dir, default_base_model_path
 _DEMO_FILE = "rfsdk-demo-v1.gguf"
 ADAPTER_FILE = "smollm2-135m-rf.safetensors"
 """The shipped adapter, in the package folder ``rfsdk/data``."""
-ADAPTER_SHA256 = "154351101f76a3772741136f554228d0cc147813030ec04b1909ed2e9de81f53"
+ADAPTER_SHA256 = "06c0ba436e8e206d53806f28926db80efbf5454b42b6ae8ea4ae4e82e7d44281"
 """sha256 of the shipped adapter, checked before it is applied."""
 
 Progress = Callable[[str, int, int], None]
