@@ -110,17 +110,20 @@ def tune_strength(
     with tempfile.TemporaryDirectory(prefix="rf-tune-") as folder:
 
         def assembled(strength: float) -> Path:
-            name = f"strength-{strength:.6f}"
-            staged = _with(rf, Path(folder) / f"{name}.safetensors", strength=strength, threshold=rf.metadata.rf_threshold)
-            gguf = Path(folder) / f"{name}.gguf"
-            if not gguf.exists():
-                patch_gguf(base, staged, gguf)
+            staged = _with(rf, Path(folder) / "adapter.safetensors", strength=strength, threshold=rf.metadata.rf_threshold)
+            gguf = Path(folder) / "model.gguf"
+            gguf.unlink(missing_ok=True)  # one 100+ MB model at a time
+            patch_gguf(base, staged, gguf)
             return gguf
 
         def kl_at(strength: float) -> float:
+            label = f"KL at strength {strength:.3f}"
             if progress is not None:
-                progress(f"KL at strength {strength:.3f}", 0, 1)
-            return answer_kl(base, assembled(strength), answer_pairs)[0]
+                progress(label, 0, 1)
+            kl = answer_kl(base, assembled(strength), answer_pairs, n_threads=n_threads)[0]
+            if progress is not None:
+                progress(label, 1, 1)
+            return kl
 
         tried = choose_strength(kl_at, max_kl, steps=steps)
         best = chosen(tried, max_kl)

@@ -40,16 +40,21 @@ def answer_logprobs(llm: llama_cpp.Llama, prompt: list[int], answer: list[int], 
 
 
 def answer_kl(
-    base_path: Path, guarded_path: Path, pairs: Sequence[tuple[str, str]], *, n_ctx: int = 2048
+    base_path: Path,
+    guarded_path: Path,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    n_ctx: int = 2048,
+    n_threads: int | None = None,
 ) -> tuple[float, int]:
     """Mean KL(base || guarded) per answer token, over the base vocabulary.
 
     Both models read the same tokens (the guarded model's chat template and
     tokenizer); the guarded model's distribution is renormalised without <rf>.
     """
-    guarded = GuardedChat(guarded_path, n_ctx=n_ctx)
-    base = llama_cpp.Llama(str(base_path), n_ctx=n_ctx, logits_all=True, verbose=False)
-    scorer = llama_cpp.Llama(str(guarded_path), n_ctx=n_ctx, logits_all=True, verbose=False)
+    guarded = GuardedChat(guarded_path, n_ctx=n_ctx, n_threads=n_threads)
+    base = llama_cpp.Llama(str(base_path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=n_threads)
+    scorer = llama_cpp.Llama(str(guarded_path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=n_threads)
     n_vocab = base.n_vocab()
     total, count = 0.0, 0
     for prompt_text, answer_text in pairs:
