@@ -131,3 +131,32 @@ def test_other_refusals(made: tuple[Path, Path], tmp_path: Path) -> None:
 
     with pytest.raises(ConversionError, match=r"already exists.*--force"):
         lora_to_gguf(adapter, tmp_path / "a.gguf", base=rf_base)
+
+
+def test_merged_checkpoint_converts_to_the_patched_model(made: tuple[Path, Path], tmp_path: Path) -> None:
+    import json
+
+    from rfsdk.train.cli import main as train_main
+
+    base, adapter = made
+    rf = load_adapter(adapter)
+    half = tmp_path / "half.safetensors"
+    save_adapter(half, rf.metadata.model_copy(update={"lora_strength": 0.5}), rf.embedding, rf.output, rf.loras)
+    folder = tmp_path / "merged-hf"
+    result = CliRunner().invoke(train_main, ["merge", str(half), str(folder), "--base", str(base.parent / "hf")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "rf_config.json").read_text()) == {"threshold": 0.3}
+    hf_report = convert_hf(folder, tmp_path / "from-hf.gguf", outtype="f32")
+    patched = patch_gguf(base, half, tmp_path / "patched.gguf")
+    patch_gguf(base, adapter, tmp_path / "full.gguf")
+
+    from_hf, want = _logits(tmp_path / "from-hf.gguf"), _logits(tmp_path / "patched.gguf")
+    hf_id, patch_id = hf_report.rf_token_id, patched.rf_token_id
+    assert hf_id is not None and hf_id <= patch_id  # a padded vocabulary gives <rf> a padding row's id
+    others = [i for i in range(from_hf.shape[1]) if i != hf_id]
+    assert np.abs(from_hf[:, others] - want[:, others]).max() <= 1e-4
+    assert np.abs(from_hf[:, hf_id] - want[:, patch_id]).max() <= 1e-4
+    assert np.abs(_logits(tmp_path / "full.gguf")[:, others] - want[:, others]).max() > 1e-2  # strength 0.5 applied
+
+    again = CliRunner().invoke(train_main, ["merge", str(half), str(folder), "--base", str(base.parent / "hf")])
+    assert again.exit_code == 1 and "is not empty" in again.output

@@ -147,6 +147,23 @@ def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr:
 
 @main.command()
 @click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--base", type=click.Path(exists=True, path_type=Path), help="HF checkpoint folder or GGUF the adapter was trained on (default: the bundled SmolLM2-135M-Instruct).")
+def merge(adapter: Path, out: Path, base: Path | None) -> None:
+    """Write folder OUT: the base as a full HF checkpoint with <rf> and ADAPTER's LoRA merged.
+
+    The result converts with `rf-convert hf OUT model.gguf` (any --outtype, or llama.cpp's
+    own tools); rf_config.json carries the adapter's threshold.
+    """
+    with _user_errors():
+        from .merge_hf import merge_into_checkpoint
+
+        rf_id = merge_into_checkpoint(adapter, base or default_base_model_path(), out)
+        click.echo(f"{out}: merged checkpoint, <rf> is token {rf_id}; convert it with: rf-convert hf {out} model.gguf")
+
+
+@main.command()
+@click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 def shrink(adapter: Path, out: Path) -> None:
     """Write ADAPTER to OUT with float16 LoRA weights: half the size, as the bundled default ships."""

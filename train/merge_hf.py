@@ -1,0 +1,74 @@
+"""Merge an rfsdk adapter into a full Hugging Face checkpoint that ``rf-convert hf`` converts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rfsdk.convert.adapter import load_adapter
+from rfsdk.errors import ConversionError
+
+from .base import load_base
+
+_PEFT_PREFIX = "base_model.model."
+
+
+def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> int:
+    """Write folder ``out``: ``base`` plus ``<rf>`` as a new special token and the merged LoRA.
+
+    The LoRA is added at the adapter's scale (its ``lora_strength`` included); the <rf>
+    row(s) come from the adapter; ``rf_config.json`` records its threshold. Returns the
+    id of <rf>. ``base`` is a checkpoint folder or a GGUF (dequantized to float32).
+    """
+    import torch
+
+    rf = load_adapter(adapter)
+    if rf.metadata.slot is not None or rf.metadata.rf_token != "<rf>":
+        raise ConversionError(
+            f"{adapter} uses the token {rf.metadata.slot or rf.metadata.rf_token!r} instead of a new <rf>; "
+            "a merged checkpoint carries <rf> as a new token only. Use rf-convert patch on the base GGUF instead."
+        )
+    if out.exists() and any(out.iterdir()):
+        raise ConversionError(f"{out} exists and is not empty; pick a new folder so nothing there is overwritten.")
+    model, tokenizer = load_base(base)
+    if "<rf>" in tokenizer.get_vocab():
+        raise ConversionError(f"{base} already has <rf>; merge into the base the adapter was trained on.")
+    embeddings = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings().weight is embeddings
+    if embeddings.shape[1] != rf.embedding.shape[0]:
+        raise ConversionError(
+            f"n_embd mismatch: the adapter's <rf> row has {rf.embedding.shape[0]} values but {base} has "
+            f"{embeddings.shape[1]}. Use the base the adapter was trained on."
+        )
+    if tied != (rf.output is None):
+        raise ConversionError(
+            f"{base} {'ties' if tied else 'does not tie'} its output to the embeddings but the adapter "
+            f"{'has' if rf.output is not None else 'lacks'} an rf.output row. Use the base the adapter was trained on."
+        )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<rf>"]})
+    rf_id = tokenizer.convert_tokens_to_ids("<rf>")
+    if rf_id >= embeddings.shape[0]:
+        model.resize_token_embeddings(rf_id + 1, mean_resizing=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[rf_id] = torch.tensor(rf.embedding)
+        if rf.output is not None:
+            model.get_output_embeddings().weight[rf_id] = torch.tensor(rf.output)
+        for pair in rf.loras:
+            name = pair.hf_prefix.removeprefix(_PEFT_PREFIX)
+            try:
+                weight = model.get_submodule(name).weight
+            except AttributeError:
+                raise ConversionError(f"{base} has no module {name} for the adapter's LoRA. Use the base it was trained on.") from None
+            delta = rf.metadata.lora_scale * torch.tensor(pair.b) @ torch.tensor(pair.a)
+            if delta.shape != weight.shape:
+                raise ConversionError(
+                    f"LoRA shape mismatch at {name}: B @ A is {list(delta.shape)} but the weight is {list(weight.shape)}."
+                )
+            weight += delta.to(weight.dtype)
+    model.hf_quantizer = None  # a GGUF base was dequantized on load: plain float weights now
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "rf_config.json").write_text(json.dumps({"threshold": rf.metadata.rf_threshold}) + "\n", encoding="utf-8")
+    return rf_id
