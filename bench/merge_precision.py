@@ -20,11 +20,13 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
+from rfsdk import GuardedChat
 from rfsdk.calibration import roc_auc
 from rfsdk.convert.adapter import load_adapter, save_adapter
 from rfsdk.convert.lora_gguf import lora_to_gguf
 from rfsdk.convert.patch import patch_gguf
 from rfsdk.default_model import shipped_adapter
+from rfsdk.evaluation.attacks import prompt_scores
 from rfsdk.evaluation.evalset import eval_set
 from rfsdk.evaluation.utility import answer_logprobs
 from rfsdk.events import Message
@@ -42,13 +44,6 @@ def _llama(path: Path, lora: Path | None = None) -> llama_cpp.Llama:
 
 def _kl(p: list[np.ndarray], q: list[np.ndarray]) -> float:
     return sum(float((np.exp(a) * (a - b)).sum()) for a, b in zip(p, q)) / sum(len(a) for a in p)
-
-
-def _rf_probability(llm: llama_cpp.Llama, builder: PromptBuilder, rf_id: int, text: str) -> float:
-    llm.reset()
-    llm.eval(builder.build([Message(role="user", content=text)]))
-    logits = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float64)
-    return float(np.exp(logits[rf_id] - logits.max()) / np.exp(logits - logits.max()).sum())
 
 
 def _tokens_per_second(llm: llama_cpp.Llama) -> float:
@@ -95,13 +90,10 @@ def main() -> None:
         rows = []
         for name, (path, lora) in reversed(variants.items()):  # the exact model first: it is the reference
             llm = _llama(path, lora)
-            rf_id = int(llm.n_vocab()) - 1
             logprobs = [answer_logprobs(llm, p, a, n_vocab) for p, a in zip(prompts, answers)]
             reference.setdefault("exact", logprobs)
-            auc = roc_auc(
-                [_rf_probability(llm, builder, rf_id, t) for t in data.harmful[: args.prompts]],
-                [_rf_probability(llm, builder, rf_id, t) for t in data.benign[: args.prompts]],
-            )
+            chat = GuardedChat(llm)
+            auc = roc_auc(prompt_scores(chat, data.harmful[: args.prompts]), prompt_scores(chat, data.benign[: args.prompts]))
             size = path.stat().st_size + (lora.stat().st_size if lora else 0)
             rows.append(
                 f"| {name} | {size / 1e6:.0f} | {_tokens_per_second(llm):.1f} | {_kl(reference['base'], logprobs):.4f} "

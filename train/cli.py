@@ -168,6 +168,7 @@ def merge(adapter: Path, out: Path, base: Path | None) -> None:
 def shrink(adapter: Path, out: Path) -> None:
     """Write ADAPTER to OUT with float16 LoRA weights: half the size, as the bundled default ships."""
     import numpy as np
+
     from rfsdk.convert.adapter import file_sha256, load_adapter, save_adapter
 
     with _user_errors():
