@@ -31,7 +31,8 @@ def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> floa
     """The lowest threshold whose false-positive rate on ``benign_scores`` is <= ``target_fpr``.
 
     A conversation is flagged when its score >= threshold, so the threshold is placed just
-    above the benign score that would otherwise push the rate over the target.
+    above the benign score that would otherwise push the rate over the target: at the next
+    float32, since models store it as one (so it stays above the score, and above 0).
     """
     if not 0.0 <= target_fpr < 1.0:
         raise ValueError(f"target_fpr must be in [0, 1), not {target_fpr}")
@@ -41,7 +42,8 @@ def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> floa
     allowed = int(np.floor(target_fpr * scores.size))
     if allowed >= scores.size:
         return float(scores[-1])
-    return float(np.nextafter(scores[allowed], np.inf)) if scores[allowed] < 1.0 else 1.0
+    above = np.nextafter(np.float32(scores[allowed]), np.float32(np.inf))
+    return min(float(above), 1.0)
 
 
 def roc_auc(harmful_scores: Sequence[float], benign_scores: Sequence[float]) -> float:

@@ -170,20 +170,27 @@ def _inspect_loaded(llm: llama_cpp.Llama) -> LoadedModel:
     if rf_id is not None:
         attr = llama_cpp.llama_vocab_get_attr(llm._model.vocab, rf_id)
         _check_control(path, rf_id, bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL))
-    threshold = _loaded_threshold(path, meta.get("rf.threshold"))
+    threshold = _checked_threshold(path, _loaded_threshold(path, meta.get("rf.threshold")))
     return LoadedModel(llm, path, rf_id, threshold, meta.get("tokenizer.chat_template"))
 
 
-def _loaded_threshold(path: Path, text: str | None) -> float | None:
-    if text is None:
+def _loaded_threshold(path: Path, text: str | None) -> float | str | None:
+    # llama-cpp-python shows float metadata with 6 decimals; the file's header has the float32.
+    if text is None or not path.is_file():
+        return text
+    return read_gguf_info(path).rf_threshold
+
+
+def _checked_threshold(path: Path, value: float | str | None) -> float | None:
+    if value is None:
         return None
     try:
-        value = float(text)
+        number = float(value)
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        number = math.nan
+    if not (math.isfinite(number) and 0.0 < number <= 1.0):
         raise ModelFileError(
-            f"{path} is corrupt: rf.threshold is {text!r}, not a probability in (0, 1]. "
+            f"{path} is corrupt: rf.threshold is {value!r}, not a probability in (0, 1]. "
             "Re-download or re-export the model."
         )
-    return value
+    return number

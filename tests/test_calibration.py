@@ -17,6 +17,15 @@ def test_threshold_with_ties_never_exceeds_target():
     assert sum(s >= t for s in benign) / len(benign) <= 0.2
 
 
+def test_threshold_survives_float32_storage_and_is_positive():
+    import numpy as np
+
+    for benign in ([0.0, 0.0, 0.0], [1e-9] * 4, [0.97812345678] * 3, [0.3, 0.999999999]):
+        t = threshold_for_fpr(benign, 0.0)
+        assert float(np.float32(t)) == t and 0.0 < t <= 1.0
+        assert all(s < t for s in benign) or t == 1.0
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.0])
 def test_bad_target(bad):
     with pytest.raises(ValueError, match="target_fpr"):

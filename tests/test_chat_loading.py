@@ -117,6 +117,22 @@ def test_loaded_llama_with_rf_reads_token_and_threshold(demo_model_path):
     assert chat.threshold == 0.5 and chat.model_path == demo_model_path
 
 
+@pytest.mark.parametrize("threshold", [3e-7, 0.978123456])
+def test_loaded_llama_reads_the_exact_threshold(demo_model_path, tmp_path, threshold):
+    import shutil
+
+    import numpy as np
+    from gguf import GGUFReader
+
+    path = tmp_path / "model.gguf"
+    shutil.copyfile(demo_model_path, path)
+    field = GGUFReader(path, "r+").fields["rf.threshold"]
+    field.parts[field.data[0]][0] = threshold  # written in place, as float32
+    llm = llama_cpp.Llama(str(path), verbose=False)
+    assert llm.metadata["rf.threshold"] == f"{threshold:f}"  # llama-cpp-python's 6 decimals
+    assert GuardedChat(llm).threshold == GuardedChat(path).threshold == float(np.float32(threshold))
+
+
 def test_llama_kwargs_reach_llama_cpp(demo_model_path):
     chat = GuardedChat(
         demo_model_path, sampling=GREEDY, llama_kwargs={"n_batch": 64, "type_k": llama_cpp.GGML_TYPE_Q8_0, "flash_attn": True}

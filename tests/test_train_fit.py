@@ -1,6 +1,7 @@
 """rf-train fit end to end on a tiny GGUF base: data, on-policy answers, training, export, calibration, card."""
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -115,3 +116,24 @@ def test_tune_picks_the_strongest_lora_within_the_kl_budget(fitted, tmp_path):
     card = (tmp_path / "card.md").read_text()
     assert "## LoRA strength (rf-train tune, validation split)" in card
     assert f"| {half['strength']:.4g} | {half['kl_nats_per_token']:.4f} |" in card
+
+
+def test_answer_kl_keeps_the_base_side_and_needs_the_base_only_once(fitted, tmp_path):
+    from rfsdk.evaluation.utility import AnswerKL, answer_kl
+
+    base, out, _ = fitted
+    model = out / "model.gguf"
+    pairs = [("how to bake bread", "Mix flour, water and yeast, then bake it."), ("hi", "Hello there friend!")]
+    direct = answer_kl(base, model, pairs, n_threads=1)
+    copy = tmp_path / "base.gguf"
+    shutil.copyfile(base, copy)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    measure = AnswerKL(copy, pairs, keep_base_in=kept, n_threads=1)
+    first = measure(model)
+    copy.unlink()  # later models are compared without reading the base again
+    assert measure(model) == first
+    assert first[0] > 0 and first[1] == direct[1]
+    assert first[0] == pytest.approx(direct[0], rel=1e-4)
+    assert sorted(p.name for p in kept.iterdir()) == ["base-logprobs-0.npy", "base-logprobs-1.npy"]
+

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from rfsdk.convert.adapter import Adapter, load_adapter, save_adapter
 from rfsdk.convert.patch import patch_gguf
 from rfsdk.errors import ConversionError
-from rfsdk.evaluation.utility import answer_kl
+from rfsdk.evaluation.utility import AnswerKL
 
 from .calibrate import Calibration, calibrate
 from .prompt_sets import PromptSet
@@ -108,6 +108,7 @@ def tune_strength(
     if not rf.loras:
         raise ConversionError(f"{adapter} has no LoRA weights, so there is no strength to tune.")
     with tempfile.TemporaryDirectory(prefix="rf-tune-") as folder:
+        measure_kl = AnswerKL(base, answer_pairs, keep_base_in=Path(folder), n_threads=n_threads)
 
         def assembled(strength: float) -> Path:
             staged = _with(rf, Path(folder) / "adapter.safetensors", strength=strength, threshold=rf.metadata.rf_threshold)
@@ -120,7 +121,7 @@ def tune_strength(
             label = f"KL at strength {strength:.3f}"
             if progress is not None:
                 progress(label, 0, 1)
-            kl = answer_kl(base, assembled(strength), answer_pairs, n_threads=n_threads)[0]
+            kl = measure_kl(assembled(strength))[0]
             if progress is not None:
                 progress(label, 1, 1)
             return kl

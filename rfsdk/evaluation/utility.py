@@ -39,6 +39,78 @@ def answer_logprobs(llm: llama_cpp.Llama, prompt: list[int], answer: list[int], 
     return _log_softmax(logits)
 
 
+class AnswerKL:
+    """Mean KL(base || model) per answer token on fixed benign (prompt, answer) pairs.
+
+    Call it with each model to compare; it returns ``(kl, answer_tokens)``. Both models
+    read the same tokens (the first compared model's chat template and tokenizer); the
+    compared model's distribution is renormalised over the base vocabulary, without <rf>.
+    With ``keep_base_in`` (a folder) the base's log-probabilities are computed on the
+    first call and kept there (float32, answer tokens x vocabulary x 4 bytes), so every
+    later model costs one forward pass instead of two.
+    """
+
+    def __init__(
+        self,
+        base_path: Path,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        keep_base_in: Path | None = None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+    ) -> None:
+        self._base_path = base_path
+        self._pairs = list(pairs)
+        self._folder = keep_base_in
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._tokens: list[tuple[list[int], list[int]]] | None = None
+
+    def _llama(self, path: Path) -> llama_cpp.Llama:
+        return llama_cpp.Llama(str(path), n_ctx=self._n_ctx, logits_all=True, verbose=False, n_threads=self._n_threads)
+
+    def _tokenize(self, scorer: llama_cpp.Llama) -> list[tuple[list[int], list[int]]]:
+        template = GuardedChat(scorer)
+        tokens = []
+        for prompt_text, answer_text in self._pairs:
+            prompt = template._prompt.build([Message(role="user", content=prompt_text)])
+            answer = scorer.tokenize(answer_text.encode(), add_bos=False, special=False)[: self._n_ctx - len(prompt)]
+            if answer:
+                tokens.append((prompt, answer))
+        return tokens
+
+    def _kept(self, index: int) -> Path | None:
+        return None if self._folder is None else self._folder / f"base-logprobs-{index}.npy"
+
+    def _base_side(self, index: int, prompt: list[int], answer: list[int], base: llama_cpp.Llama | None) -> np.ndarray:
+        kept = self._kept(index)
+        if base is None and kept is not None:
+            return np.load(kept).astype(np.float64)
+        assert base is not None
+        p = answer_logprobs(base, prompt, answer, base.n_vocab())
+        if kept is None:
+            return p
+        p32 = p.astype(np.float32)  # what later calls read back, so that all calls agree
+        partial = kept.with_suffix(".partial.npy")
+        np.save(partial, p32)
+        partial.replace(kept)
+        return p32.astype(np.float64)
+
+    def __call__(self, model_path: Path) -> tuple[float, int]:
+        scorer = self._llama(model_path)
+        if self._tokens is None:
+            self._tokens = self._tokenize(scorer)
+        kept = [self._kept(i) for i in range(len(self._tokens))]
+        base = None if all(path is not None and path.is_file() for path in kept) else self._llama(self._base_path)
+        total = 0.0
+        for index, (prompt, answer) in enumerate(self._tokens):
+            p = self._base_side(index, prompt, answer, base)
+            q = answer_logprobs(scorer, prompt, answer, p.shape[1])
+            total += float((np.exp(p) * (p - q)).sum())
+        count = sum(len(answer) for _, answer in self._tokens)
+        return (total / count if count else 0.0), count
+
+
 def answer_kl(
     base_path: Path,
     guarded_path: Path,
@@ -47,27 +119,8 @@ def answer_kl(
     n_ctx: int = 2048,
     n_threads: int | None = None,
 ) -> tuple[float, int]:
-    """Mean KL(base || guarded) per answer token, over the base vocabulary.
-
-    Both models read the same tokens (the guarded model's chat template and
-    tokenizer); the guarded model's distribution is renormalised without <rf>.
-    """
-    guarded = GuardedChat(guarded_path, n_ctx=n_ctx, n_threads=n_threads)
-    base = llama_cpp.Llama(str(base_path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=n_threads)
-    scorer = llama_cpp.Llama(str(guarded_path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=n_threads)
-    n_vocab = base.n_vocab()
-    total, count = 0.0, 0
-    for prompt_text, answer_text in pairs:
-        prompt = guarded._prompt.build([Message(role="user", content=prompt_text)])
-        answer = scorer.tokenize(answer_text.encode(), add_bos=False, special=False)
-        answer = answer[: n_ctx - len(prompt)]
-        if not answer:
-            continue
-        p = answer_logprobs(base, prompt, answer, n_vocab)
-        q = answer_logprobs(scorer, prompt, answer, n_vocab)
-        total += float((np.exp(p) * (p - q)).sum())
-        count += len(answer)
-    return (total / count if count else 0.0), count
+    """Mean KL(base || guarded) per answer token, over the base vocabulary (see :class:`AnswerKL`)."""
+    return AnswerKL(base_path, pairs, n_ctx=n_ctx, n_threads=n_threads)(guarded_path)
 
 
 def identical_openings(
