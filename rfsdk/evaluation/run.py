@@ -129,7 +129,8 @@ def evaluate(
         attacks.append(refusal.model_copy(update={"name": "base model refusal rate (harmful prompts)"}))
         progress("utility (KL and greedy openings)", 0, 1)
         result_utility = utility(
-            base, model, data.benign_pairs[: options.utility_prompts], data.benign[: options.utility_prompts]
+            base, model, data.benign_pairs[: options.utility_prompts], data.benign[: options.utility_prompts],
+            n_threads=options.n_threads,
         )
     else:
         notes.append("no --base given: utility and the base refusal rate were not measured")

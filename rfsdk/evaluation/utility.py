@@ -124,12 +124,18 @@ def answer_kl(
 
 
 def identical_openings(
-    base_path: Path, guarded_path: Path, prompts: Sequence[str], *, tokens: int = 64, chat_template: str | None = None
+    base_path: Path,
+    guarded_path: Path,
+    prompts: Sequence[str],
+    *,
+    tokens: int = 64,
+    chat_template: str | None = None,
+    n_threads: int | None = None,
 ) -> float:
     """Share of prompts whose first ``tokens`` greedy reply tokens are the same for both models."""
     greedy = SamplingConfig(temperature=0.0, max_tokens=tokens)
-    guarded = GuardedChat(guarded_path, policy="continue", threshold=1.0, sampling=greedy)
-    base = GuardedChat(base_path, allow_unguarded=True, sampling=greedy, chat_template=chat_template)
+    guarded = GuardedChat(guarded_path, policy="continue", threshold=1.0, sampling=greedy, n_threads=n_threads)
+    base = GuardedChat(base_path, allow_unguarded=True, sampling=greedy, chat_template=chat_template, n_threads=n_threads)
     same = 0
     for prompt in prompts:
         guarded.reset()
@@ -139,14 +145,20 @@ def identical_openings(
 
 
 def utility(
-    base_path: Path, guarded_path: Path, pairs: Sequence[tuple[str, str]], prompts: Sequence[str], *, opening_tokens: int = 64
+    base_path: Path,
+    guarded_path: Path,
+    pairs: Sequence[tuple[str, str]],
+    prompts: Sequence[str],
+    *,
+    opening_tokens: int = 64,
+    n_threads: int | None = None,
 ) -> Utility:
     """Both utility measures in one result."""
-    kl, n = answer_kl(base_path, guarded_path, pairs)
+    kl, n = answer_kl(base_path, guarded_path, pairs, n_threads=n_threads)
     return Utility(
         kl_nats_per_token=kl,
         answer_tokens=n,
-        identical_openings=identical_openings(base_path, guarded_path, prompts, tokens=opening_tokens),
+        identical_openings=identical_openings(base_path, guarded_path, prompts, tokens=opening_tokens, n_threads=n_threads),
         opening_tokens=opening_tokens,
         prompts=len(prompts),
     )
