@@ -107,6 +107,7 @@ def test_tune_picks_the_strongest_lora_within_the_kl_budget(fitted, tmp_path):
     assert metadata.lora_strength == half["strength"]
     assert metadata.rf_threshold == half["calibration"]["threshold"]
     assert load_adapter(adapter).metadata.lora_strength == 1.0  # ADAPTER is kept as it was
+    assert not list(tmp_path.glob(".rf-tune-*"))  # the working folder next to OUT is removed
 
     same = CliRunner().invoke(main, ["tune", str(adapter), str(adapter), "--base", str(base)])
     assert same.exit_code != 0 and "OUT must differ from ADAPTER" in same.output

@@ -112,7 +112,7 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
 @click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The GGUF the adapter was trained on (default: the bundled SmolLM2-135M-Instruct).")
 @click.option("--max-kl", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True, help="Utility budget: mean KL(base || <rf> model) per benign answer token, in nats.")
 @click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
-@click.option("--pairs", type=click.IntRange(min=1), default=60, show_default=True, help="Validation benign (prompt, answer) pairs the KL is measured on.")
+@click.option("--pairs", type=click.IntRange(min=1), default=60, show_default=True, help="Validation benign (prompt, answer) pairs the KL is measured on (their base log-probabilities are kept next to OUT while tuning: about 1.6 GB for 60).")
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="Bisection steps (precision 1/2**steps).")
 @click.option("--threads", type=int, help="CPU threads for llama.cpp.")
 def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr: float, pairs: int, steps: int, threads: int | None) -> None:
