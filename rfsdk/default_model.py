@@ -25,7 +25,7 @@ from .model_source import cache_dir, default_base_model_path
 _DEMO_FILE = "rfsdk-demo-v1.gguf"
 ADAPTER_FILE = "smollm2-135m-rf.safetensors"
 """The shipped adapter, in the package folder ``rfsdk/data``."""
-ADAPTER_SHA256 = "06c0ba436e8e206d53806f28926db80efbf5454b42b6ae8ea4ae4e82e7d44281"
+ADAPTER_SHA256 = "b143a8c4ace1086007f9654f66bf31dafd997e3194e39e082cd89d5c873b2b91"
 """sha256 of the shipped adapter, checked before it is applied."""
 
 Progress = Callable[[str, int, int], None]
