@@ -130,6 +130,7 @@ def test_answer_kl_keeps_the_base_side_and_needs_the_base_only_once(fitted, tmp_
     shutil.copyfile(base, copy)
     kept = tmp_path / "kept"
     kept.mkdir()
+    (kept / "base-logprobs-0.npy").write_bytes(b"stale")  # a first call computes, never reads
     measure = AnswerKL(copy, pairs, keep_base_in=kept, n_threads=1)
     first = measure(model)
     copy.unlink()  # later models are compared without reading the base again

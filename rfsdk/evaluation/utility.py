@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import llama_cpp
 import numpy as np
@@ -65,6 +65,7 @@ class AnswerKL:
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._tokens: list[tuple[list[int], list[int]]] | None = None
+        self._kept: list[Path] | None = None  # the base side, once one call has kept all of it
 
     def _llama(self, path: Path) -> llama_cpp.Llama:
         return llama_cpp.Llama(str(path), n_ctx=self._n_ctx, logits_all=True, verbose=False, n_threads=self._n_threads)
@@ -79,32 +80,33 @@ class AnswerKL:
                 tokens.append((prompt, answer))
         return tokens
 
-    def _kept(self, index: int) -> Path | None:
-        return None if self._folder is None else self._folder / f"base-logprobs-{index}.npy"
-
-    def _base_side(self, index: int, prompt: list[int], answer: list[int], base: llama_cpp.Llama | None) -> np.ndarray:
-        kept = self._kept(index)
-        if base is None and kept is not None:
-            return np.load(kept).astype(np.float64)
-        assert base is not None
-        p = answer_logprobs(base, prompt, answer, base.n_vocab())
-        if kept is None:
-            return p
+    def _keep(self, folder: Path, index: int, p: np.ndarray) -> tuple[Path, np.ndarray]:
         p32 = p.astype(np.float32)  # what later calls read back, so that all calls agree
-        partial = kept.with_suffix(".partial.npy")
-        np.save(partial, p32)
-        partial.replace(kept)
-        return p32.astype(np.float64)
+        path = folder / f"base-logprobs-{index}.npy"
+        np.save(path, p32)
+        return path, p32.astype(np.float64)
+
+    def _base_sides(self, tokens: list[tuple[list[int], list[int]]]) -> Iterator[np.ndarray]:
+        if self._kept is not None:
+            yield from (np.load(path).astype(np.float64) for path in self._kept)
+            return
+        base = self._llama(self._base_path)
+        kept = []
+        for index, (prompt, answer) in enumerate(tokens):
+            p = answer_logprobs(base, prompt, answer, base.n_vocab())
+            if self._folder is not None:
+                path, p = self._keep(self._folder, index, p)
+                kept.append(path)
+                if len(kept) == len(tokens):  # complete: later calls read it back
+                    self._kept = kept
+            yield p
 
     def __call__(self, model_path: Path) -> tuple[float, int]:
         scorer = self._llama(model_path)
         if self._tokens is None:
             self._tokens = self._tokenize(scorer)
-        kept = [self._kept(i) for i in range(len(self._tokens))]
-        base = None if all(path is not None and path.is_file() for path in kept) else self._llama(self._base_path)
         total = 0.0
-        for index, (prompt, answer) in enumerate(self._tokens):
-            p = self._base_side(index, prompt, answer, base)
+        for (prompt, answer), p in zip(self._tokens, self._base_sides(self._tokens)):
             q = answer_logprobs(scorer, prompt, answer, p.shape[1])
             total += float((np.exp(p) * (p - q)).sum())
         count = sum(len(answer) for _, answer in self._tokens)
