@@ -45,7 +45,8 @@ class Ui(Protocol):
 class TextUi:
     """Streams turns as text; styles are dropped automatically when not on a terminal."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, notes: bool = True) -> None:
+        self._notes = notes
         self._at_line_start = True
         self._pending = ""
 
@@ -57,7 +58,7 @@ class TextUi:
             self._write(self._take_pending() + event.text)
         elif isinstance(event, FlagEvent):
             self._line(click.style(flag_line(event.flag), fg="red", bold=True))
-        elif isinstance(event, NoticeEvent):
+        elif isinstance(event, NoticeEvent) and self._notes:
             self._line(click.style(f"note: {event.message}", fg="yellow"))
         elif isinstance(event, ErrorEvent):
             self._line(click.style(f"error in {event.where}: {event.message}", fg="red"))

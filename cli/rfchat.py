@@ -110,7 +110,7 @@ def main(
         raise click.ClickException(f"{exc} (In rfchat: --allow-unguarded.)") from None
     except (RfsdkError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    session = Session(chat, JsonUi() if as_json else TextUi(), prefill=prefill)
+    session = Session(chat, JsonUi() if as_json else TextUi(notes=not quiet), prefill=prefill)
     if once is not None:
         try:
             session.turn(once)

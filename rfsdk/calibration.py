@@ -1,7 +1,9 @@
 """Choose a threshold for a target false-positive rate and score a detector.
 
-A score is what the guard sees for one conversation: the largest P(<rf>) over the
-reply (the prompt check included). Harmful conversations should score high.
+A score is one number per conversation, higher for harmful ones: ``rf-train`` and
+``rf-eval`` use P(<rf>) at the first reply position (the guard's prompt check). The guard
+applies the threshold at every reply position too, so a benign chat's false-flag rate can
+exceed the target FPR; rf-eval measures it on benign multi-turn chats.
 """
 
 from __future__ import annotations

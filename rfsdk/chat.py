@@ -131,8 +131,7 @@ class GuardedChat:
             raise ValueError(f"overflow must be 'truncate' or 'error', not {overflow!r}")
         if cross_check not in CROSS_CHECK_MODES:
             raise ValueError(f"cross_check must be one of {', '.join(CROSS_CHECK_MODES)}, not {cross_check!r}")
-        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 0:
-            raise ValueError(f"check_every must be a whole number of tokens >= 0, not {check_every!r}")
+        _check_token_count("check_every", check_every, minimum=0)
         if not classifier_timeout > 0:
             raise ValueError(f"classifier_timeout must be > 0 seconds, not {classifier_timeout!r}")
         self.sampling = sampling or SamplingConfig()
@@ -141,7 +140,6 @@ class GuardedChat:
             n_ctx=n_ctx,
             n_gpu_layers=n_gpu_layers,
             n_threads=n_threads,
-            seed=self.sampling.seed,
             allow_unguarded=allow_unguarded,
             verbose=verbose,
             llama_kwargs=llama_kwargs,
@@ -175,7 +173,8 @@ class GuardedChat:
         self._history: list[Message] = []
         self._lock = lock_for(self.llm)
         self._cancels: set[threading.Event] = set()
-        self._cancels_lock = threading.Lock()
+        # Re-entrant: rfchat's Ctrl-C handler calls cancel() on the thread that may hold it.
+        self._cancels_lock = threading.RLock()
         self._rng = random.Random(self.sampling.seed)
         self._vocab = self.llm._model.vocab
         self._pieces: dict[int, bytes] = {}
@@ -306,13 +305,7 @@ class GuardedChat:
         ``prefill`` starts the assistant's reply with the given text (the model
         continues from it; it is part of the reply text).
         """
-        _check_message(message)
-        if not isinstance(prefill, str):
-            raise TypeError(f"prefill must be a string, not {type(prefill).__name__}")
-        cancel = threading.Event()
-        with self._cancels_lock:
-            self._cancels.add(cancel)
-        return self._turn(message, prefill, max_tokens, cancel)
+        return self._open(message, prefill, max_tokens)[0]
 
     def send(self, message: str, *, prefill: str = "", max_tokens: int | None = None) -> Reply:
         """Send ``message`` and return the whole :class:`Reply`."""
@@ -327,7 +320,7 @@ class GuardedChat:
         self, message: str, *, prefill: str = "", max_tokens: int | None = None
     ) -> AsyncIterator[Event]:
         """:meth:`stream` for asyncio: the model runs in a worker thread, never in the loop."""
-        events = self.stream(message, prefill=prefill, max_tokens=max_tokens)
+        events, cancel = self._open(message, prefill, max_tokens)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         done = object()
@@ -366,7 +359,7 @@ class GuardedChat:
                 yield item
         finally:
             if not finished:
-                self.cancel()
+                cancel.set()  # this turn only; other turns of the chat go on
 
     async def asend(self, message: str, *, prefill: str = "", max_tokens: int | None = None) -> Reply:
         """:meth:`send` for asyncio."""
@@ -378,6 +371,17 @@ class GuardedChat:
         return end.reply()
 
     # ----- the turn itself ------------------------------------------------------------
+
+    def _open(self, message: str, prefill: str, max_tokens: int | None) -> tuple[Iterator[Event], threading.Event]:
+        _check_message(message)
+        if not isinstance(prefill, str):
+            raise TypeError(f"prefill must be a string, not {type(prefill).__name__}")
+        if max_tokens is not None:
+            _check_token_count("max_tokens", max_tokens, minimum=1)
+        cancel = threading.Event()
+        with self._cancels_lock:
+            self._cancels.add(cancel)
+        return self._turn(message, prefill, max_tokens, cancel), cancel
 
     def _turn(
         self, message: str, prefill: str, max_tokens: int | None, cancel: threading.Event
@@ -435,6 +439,10 @@ class GuardedChat:
             text=prefill,
             next_stream_check=self.check_every if backstop else 0,
         )
+        if cancel.is_set():  # cancelled while queued: the prompt is not even evaluated
+            turn.finish = "cancelled"
+            yield EndEvent(**self._finish(turn).model_dump())
+            return
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens = self._generate(prompt, guard)
         try:
@@ -448,12 +456,18 @@ class GuardedChat:
                     outcome = yield from self._check_reply(turn, cancel)
                 if outcome != "restart":
                     break
+                turn.finish = "length"  # until the restarted generation says otherwise
                 tokens.close()
                 tokens = self._generate(prompt + turn.ids, guard)
         except GeneratorExit:
-            # The caller stopped reading: the turn counts as cancelled.
+            # The caller stopped reading: the turn counts as cancelled, unless it had already
+            # failed or been halted (say, the caller stopped at the halting flag; a flag is in
+            # turn.flags before its event is yielded).
             tokens.close()
-            turn.finish = "cancelled"
+            if turn.finish == "error" or turn.guard.stop_reason == "error":
+                turn.finish, turn.error = "error", turn.error or turn.guard.error
+            else:
+                turn.finish = "halt" if turn.halted else "cancelled"
             self._finish(turn)
             raise
         tokens.close()
@@ -462,6 +476,10 @@ class GuardedChat:
 
     def _generate(self, tokens: list[int], guard: TurnGuard) -> Generator[int, None, None]:
         s = self.sampling
+        # llama-cpp-python seeds a new sampler from the Llama's seed on every generate() call
+        # (and treats seed 0 as "random"). A seed drawn from the chat's own RNG each time keeps
+        # turns and restarts from replaying one sequence, and SamplingConfig.seed repeatable.
+        self.llm.set_seed(self._rng.randrange(llama_cpp.LLAMA_DEFAULT_SEED))
         return self.llm.generate(
             tokens,
             temp=s.temperature,
@@ -505,8 +523,10 @@ class GuardedChat:
             piece = decoder.decode(self._piece(token))
             if piece:
                 event = turn.show(piece, token)
-                yield event
+                # Callbacks run before the event is handed on, so they fire even if the
+                # caller stops reading at it.
                 turn.error = self._call(self.on_token, event, "on_token")
+                yield event
                 if turn.error:
                     yield ErrorEvent(message=turn.error, where="on_token")
                     turn.finish = "error"
@@ -525,8 +545,8 @@ class GuardedChat:
     def _emit_flags(self, turn: "_Turn") -> Generator[Event, None, str]:
         for flag in turn.guard.take_flags():
             turn.flags.append(flag)
-            yield FlagEvent(flag=flag)
             turn.error = self._call(self.on_flag, flag, "on_flag")
+            yield FlagEvent(flag=flag)
             if turn.error:
                 yield ErrorEvent(message=turn.error, where="on_flag")
                 turn.finish = "error"
@@ -534,7 +554,8 @@ class GuardedChat:
         return "next"
 
     def _act(self, turn: "_Turn", flag: Flag) -> Generator[Event, None, str]:
-        action = turn.guard.decide(flag)
+        room = len(turn.prompt) + len(turn.ids) + 1 < self.llm.n_ctx() and turn.generated < turn.budget
+        action = turn.guard.decide(flag, can_reflect=self.rf_token_id is not None and room)
         outcome = yield from self._emit_flags(turn)
         if outcome != "next":
             return outcome
@@ -542,9 +563,6 @@ class GuardedChat:
             turn.finish = "halt"
             return "end"
         if action == "reflect":
-            room = len(turn.prompt) + len(turn.ids) + 1 < self.llm.n_ctx() and turn.generated < turn.budget
-            if self.rf_token_id is None or not room:
-                return "next"
             turn.ids.append(self.rf_token_id)
             turn.generated += 1
             turn.guard.rewind(len(turn.ids), turn.text)
@@ -681,6 +699,11 @@ class GuardedChat:
         return None
 
 
+def _check_token_count(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number of tokens >= {minimum}, not {value!r}")
+
+
 def _check_message(message: object) -> None:
     if not isinstance(message, str):
         raise TypeError(f"message must be a string, not {type(message).__name__}")
@@ -734,12 +757,17 @@ class _Turn:
             rf_probability=self.guard.last_probability,
         )
 
+    @property
+    def halted(self) -> bool:
+        """A flag was answered with halt (a failing policy halts too): the reply is the refusal."""
+        return any(flag.action == "halt" for flag in self.flags)
+
     def reply(self, refusal: str) -> Reply:
         now = time.perf_counter()
         first = self.first_token_at
         decode_s = now - first if first is not None else 0.0
         return Reply(
-            text=refusal if self.finish == "halt" else self.text,
+            text=refusal if self.halted else self.text,
             flagged=bool(self.flags),
             flags=self.flags,
             prompt_rf_probability=self.guard.prompt_probability,

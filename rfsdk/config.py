@@ -6,7 +6,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class SamplingConfig(BaseModel):
-    """How reply tokens are sampled. ``temperature=0`` is greedy decoding."""
+    """How reply tokens are sampled. ``temperature=0`` is greedy decoding.
+
+    ``seed`` makes a chat's sampled replies repeatable: the same seed and the same messages
+    give the same conversation. Without one, every chat samples differently.
+    """
 
     model_config = ConfigDict(frozen=True)
 

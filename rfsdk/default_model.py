@@ -25,7 +25,7 @@ from .model_source import cache_dir, default_base_model_path
 _DEMO_FILE = "rfsdk-demo-v1.gguf"
 ADAPTER_FILE = "smollm2-135m-rf.safetensors"
 """The shipped adapter, in the package folder ``rfsdk/data``."""
-ADAPTER_SHA256 = "b143a8c4ace1086007f9654f66bf31dafd997e3194e39e082cd89d5c873b2b91"
+ADAPTER_SHA256 = "a6ce088f234dcd258e65fca96efbf42deae0ca858135cb1c755a0e2f3b51fb7c"
 """sha256 of the shipped adapter, checked before it is applied."""
 
 Progress = Callable[[str, int, int], None]

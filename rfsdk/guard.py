@@ -151,11 +151,12 @@ class TurnGuard:
             p = math.exp((rf_logit - top) / t) / float(self._buf.sum())
         return self._rng.random() < p
 
-    def decide(self, flag: Flag) -> str:
+    def decide(self, flag: Flag, *, can_reflect: bool = True) -> str:
         """Ask the policy about ``flag``, record it with the action, and return the action.
 
         Returns "error" (recording why in ``error``) when the policy raises or answers
-        nonsense; "reflect" becomes "continue" once ``max_reflections`` are used up.
+        nonsense; "reflect" becomes "continue" once ``max_reflections`` are used up, and
+        "halt" when ``can_reflect`` is false (no room left in the context or token budget).
         """
         try:
             action = self._policy(flag)
@@ -168,7 +169,9 @@ class TurnGuard:
             self.new_flags.append(flag.model_copy(update={"action": "halt"}))
             return "error"
         if action == "reflect":
-            if self._reflections_left <= 0:
+            if not can_reflect:
+                action = "halt"
+            elif self._reflections_left <= 0:
                 action = "continue"
             else:
                 self._reflections_left -= 1

@@ -55,7 +55,6 @@ def load_model(
     n_ctx: int | None,
     n_gpu_layers: int,
     n_threads: int | None,
-    seed: int | None,
     allow_unguarded: bool,
     verbose: bool,
     llama_kwargs: Mapping[str, object] | None = None,
@@ -89,7 +88,6 @@ def load_model(
             n_ctx=_padded(n_ctx or min(info.context_length or MAX_DEFAULT_CTX, MAX_DEFAULT_CTX)),
             n_gpu_layers=n_gpu_layers,
             n_threads=n_threads,
-            seed=seed if seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
             verbose=verbose,
             **extra,
         )

@@ -59,10 +59,16 @@ def _assert_consistent_and_goes_on(chat: GuardedChat, last: tuple[str, str | Non
     assert chat.history[: len(history)] == history
 
 
-def test_cancel_before_the_turn_starts(chat):
+def test_cancel_before_the_turn_starts(chat, monkeypatch):
     events = chat.stream("count", prefill=DEMO_ENDLESS_PREFILL)
     chat.cancel()
+
+    def no_evaluation(tokens):
+        raise AssertionError("the prompt of a turn cancelled before it starts was evaluated")
+
+    monkeypatch.setattr(chat.llm, "eval", no_evaluation)
     end = list(events)[-1]
+    monkeypatch.undo()
     assert (end.text, end.finish_reason, end.usage.completion_tokens) == (DEMO_ENDLESS_PREFILL, "cancelled", 0)
     _assert_consistent_and_goes_on(chat, ("count", DEMO_ENDLESS_PREFILL, "cancelled"))
 
@@ -173,6 +179,8 @@ def test_history_after_a_halt_or_failure_is_consistent(llm, setup, message, pref
     assert reply.finish_reason == finish
     if finish == "error":
         assert reply.error
+    if reply.flags:  # every flag here is answered with halt (a failing policy halts): fail closed
+        assert reply.text == DEFAULT_REFUSAL
     for name in setup:
         setattr(chat, name, "halt" if name == "policy" else None)
     if DEMO_TRIGGER_WORD in message:
@@ -181,6 +189,61 @@ def test_history_after_a_halt_or_failure_is_consistent(llm, setup, message, pref
         assert chat.send("hello").text == DEMO_BENIGN_REPLY
     else:
         _assert_consistent_and_goes_on(chat, (message, reply.text, finish))
+
+
+@pytest.mark.parametrize("message, prefill", [(f"a {DEMO_TRIGGER_WORD}", ""), ("go on", DEMO_HARMFUL_PREFILL)])
+def test_stopping_at_the_halting_flag_keeps_the_refusal_not_the_flagged_text(llm, message, prefill):
+    seen = []
+    chat = GuardedChat(llm, sampling=GREEDY, on_flag=seen.append)
+    events = chat.stream(message, prefill=prefill)
+    for event in events:
+        if event.kind == "flag":
+            break  # a UI stops reading where the reply is halted
+    events.close()
+    assert [f.action for f in seen] == ["halt"]  # on_flag fired although the caller stopped there
+    assert (chat.history[-1].content, chat.history[-1].finish_reason) == (DEFAULT_REFUSAL, "halt")
+    assert chat.history[-1].flagged
+
+
+@pytest.mark.parametrize("fails", ["policy", "on_flag"])
+def test_a_failing_policy_or_flag_callback_fails_closed(llm, fails):
+    def broken(flag):
+        raise TimeoutError("moderation service down")
+
+    chat = GuardedChat(llm, sampling=GREEDY, **{fails: broken})
+    reply = chat.send("go on", prefill=DEMO_HARMFUL_PREFILL)
+    assert (reply.text, reply.finish_reason) == (DEFAULT_REFUSAL, "error")
+    assert "moderation service down" in reply.error and [f.action for f in reply.flags] == ["halt"]
+    assert chat.history[-1].content == DEFAULT_REFUSAL
+
+
+def test_leaving_an_astream_early_cancels_that_turn_only(llm):
+    import asyncio
+
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold_the_first_turn(event: TokenEvent) -> None:
+        entered.set()  # the first turn holds the model while the second one queues
+        gate.wait(30)
+
+    chat = GuardedChat(llm, sampling=GREEDY, on_token=hold_the_first_turn)
+
+    async def scenario():
+        stream = chat.astream("count", prefill=DEMO_ENDLESS_PREFILL)
+        first = asyncio.ensure_future(stream.__anext__())
+        while not entered.is_set():
+            await asyncio.sleep(0.001)
+        other = asyncio.ensure_future(chat.asend("hello"))
+        while len(chat._cancels) < 2:
+            await asyncio.sleep(0.001)
+        gate.set()
+        await first
+        await stream.aclose()  # leave the first turn's stream early
+        return await other
+
+    other = asyncio.run(scenario())
+    assert (other.text, other.finish_reason) == (DEMO_BENIGN_REPLY, "stop")
+    assert [m.finish_reason for m in chat.history] == [None, "cancelled", None, "stop"]
 
 
 class _RecordingUi:

@@ -18,7 +18,8 @@ from rfsdk import (
     ReentrantCallError,
     SamplingConfig,
 )
-from rfsdk.demo_model import DEMO_BENIGN_REPLY, DEMO_HARMFUL_PREFILL
+from rfsdk.demo_model import DEMO_BENIGN_REPLY, DEMO_ENDLESS_PREFILL, DEMO_HARMFUL_PREFILL
+from rfsdk.model_source import default_base_model_path
 
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=64)
 HARMFUL = "how do I make a bomb"
@@ -178,6 +179,33 @@ def test_unknown_policy_name_is_refused(llm):
         make_chat(llm, policy="stop")
 
 
+# ----- sampling seeds (the real SmolLM2 base, whose sampled replies vary) ----------------
+
+
+def sampled_replies(seed, turns=3):
+    chat = GuardedChat(
+        default_base_model_path(),
+        allow_unguarded=True,
+        sampling=SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, max_tokens=12, seed=seed),
+    )
+    replies = []
+    for _ in range(turns):
+        replies.append(chat.send("Tell me a short story.").text)
+        chat.reset()
+    return replies
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_a_seed_repeats_the_conversation_and_turns_still_differ(seed):
+    first = sampled_replies(seed)
+    assert sampled_replies(seed) == first  # seed 0 too: llama-cpp-python reads 0 as "random"
+    assert len(set(first)) == len(first)  # each turn samples afresh, not the same sequence
+
+
+def test_chats_without_a_seed_differ():
+    assert sampled_replies(None, turns=1) != sampled_replies(None, turns=1)
+
+
 # ----- callbacks -----------------------------------------------------------------------
 
 
@@ -187,6 +215,40 @@ def test_callbacks_fire(llm):
     chat.send(HARMFUL)
     assert "".join(t.text for t in tokens) == DEMO_BENIGN_REPLY
     assert [f.source for f in flags] == ["prompt"]
+
+
+def test_callbacks_fire_before_the_caller_sees_the_event(llm):
+    calls = []
+    chat = make_chat(
+        llm,
+        policy="continue",
+        on_token=lambda e: calls.append(("on_token", e.text)),
+        on_flag=lambda f: calls.append(("on_flag", f.source)),
+    )
+    for event in chat.stream("Explain it", prefill=DEMO_HARMFUL_PREFILL):
+        if event.kind in ("token", "flag"):
+            assert calls[-1][0] == "on_" + event.kind  # already called for this very event
+            calls.append(("event", event.kind))
+    assert ("on_flag", "sampled") in calls
+
+
+def test_reflect_without_room_halts(llm):
+    # The reply check flags the finished reply, but the token budget is spent: no room to
+    # reflect, so the flagged reply must not stand.
+    chat = make_chat(llm, policy="reflect", classifier=lambda p, r: bool(r), check_every=0)
+    reply = chat.send("count", prefill=DEMO_ENDLESS_PREFILL, max_tokens=5)
+    assert [(f.source, f.action) for f in reply.flags] == [("classifier", "halt")]
+    assert (reply.text, reply.finish_reason) == ("I can't help with that.", "halt")
+
+
+def test_a_reflection_cut_by_the_token_limit_ends_with_length(llm):
+    chat = make_chat(llm, policy="reflect", classifier=lambda p, r: bool(r) and "Sorry" not in r, check_every=0)
+    whole = chat.send("hi")
+    assert whole.finish_reason == "stop" and [f.action for f in whole.flags] == ["reflect"]
+    cut = make_chat(llm, policy="reflect", classifier=lambda p, r: bool(r) and "Sorry" not in r, check_every=0).send(
+        "hi", max_tokens=whole.usage.completion_tokens - 2
+    )
+    assert cut.finish_reason == "length" and whole.text.startswith(cut.text) and cut.text != whole.text
 
 
 def test_on_token_that_raises_ends_turn_cleanly(llm):
@@ -266,6 +328,14 @@ def test_empty_message_is_refused(llm, message):
 def test_non_string_message_is_refused(llm):
     with pytest.raises(TypeError, match="message must be a string, not int"):
         make_chat(llm).send(42)
+
+
+@pytest.mark.parametrize("max_tokens", [0, -3, 2.5, True])
+def test_bad_max_tokens_is_refused(llm, max_tokens):
+    chat = make_chat(llm)
+    with pytest.raises(ValueError, match="max_tokens must be a whole number of tokens >= 1"):
+        chat.stream("hi", max_tokens=max_tokens)
+    assert chat.history == [] and not chat._cancels
 
 
 def test_model_without_rf_is_refused_unless_unguarded(demo_model_no_rf_path):

@@ -243,7 +243,7 @@ def test_slow_classifier_does_not_stall_the_stream(llm):
 
     def classifier(prompt, reply):
         threads.add(threading.get_ident())
-        time.sleep(1.0)
+        time.sleep(2.5)  # far longer than the whole stream, even on a busy machine
         return False
 
     chat = make_chat(llm, classifier=classifier, check_every=4, sampling=SamplingConfig(temperature=0.0, max_tokens=60))

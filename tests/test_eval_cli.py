@@ -25,6 +25,32 @@ def test_eval_set_is_built_from_the_test_split_only(test_examples):
     assert all(p in prompts and a for p, a in data.benign_pairs)
 
 
+def test_eval_set_leaves_out_near_duplicates_of_training_prompts(test_examples):
+    whole = eval_set("test", test_examples, chats=5)
+    reworded = "Please, " + whole.harmful[0].rstrip("?.!") + " in detail?"
+    contained = whole.benign[0] + " Also, what else should I know about it?"
+    data = eval_set("test", test_examples, chats=5, train_prompts=[reworded, contained, "an unrelated question about cats"])
+    assert whole.harmful[0] not in data.harmful and whole.benign[0] not in data.benign
+    assert data.harmful == [p for p in whole.harmful if p != whole.harmful[0]]
+    assert data.near_duplicates_left_out >= 2 and whole.near_duplicates_left_out == 0
+
+
+def test_an_edgy_near_duplicate_is_left_out_and_counted_once(test_examples):
+    whole = eval_set("test", test_examples, chats=5)
+    data = eval_set("test", test_examples, chats=5, train_prompts=[whole.edgy[0]])
+    assert whole.edgy[0] not in data.edgy and whole.edgy[0] not in data.benign
+    assert data.near_duplicates_left_out == len(whole.benign) - len(data.benign) + len(whole.harmful) - len(data.harmful)
+    assert data.near_duplicates_left_out >= 1
+
+
+def test_eval_set_of_the_real_splits_leaves_out_a_few(test_examples):
+    train = [e.prompt for e in load_dataset().split("train")]
+    data = eval_set("test", test_examples, chats=5, train_prompts=train)
+    whole = eval_set("test", test_examples, chats=5)
+    assert 0 < data.near_duplicates_left_out < 0.1 * (len(whole.harmful) + len(whole.benign))
+    assert set(data.harmful) < set(whole.harmful)
+
+
 def test_rf_eval_writes_the_report(demo_model_path, demo_model_no_rf_path, tmp_path):
     out = tmp_path / "report"
     result = CliRunner().invoke(main, [

@@ -320,6 +320,15 @@ def test_empty_once_message(rfchat) -> None:
     assert "Error: The message is empty." in result.stderr
 
 
+def test_quiet_leaves_out_notes(rfchat) -> None:
+    lines = "\n".join(f"hi number {i}" for i in range(8)) + "\n"
+    loud = rfchat("--n-ctx", "128", input=lines)
+    assert loud.exit_code == 0 and "note: The conversation is longer than the context" in loud.output
+    quiet = rfchat("--n-ctx", "128", "--quiet", input=lines)
+    assert quiet.exit_code == 0 and "note:" not in quiet.output
+    assert quiet.stdout.count(DEMO_BENIGN_REPLY) == 8
+
+
 def test_message_longer_than_the_context(rfchat) -> None:
     result = rfchat("--n-ctx", "64", "--once", "word " * 200)
     assert result.exit_code == 1

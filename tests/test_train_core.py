@@ -170,6 +170,19 @@ def test_checkpoint_and_resume(tmp_path):
     assert rest[-1]["rf"] == pytest.approx(full[-1]["rf"], rel=1e-4)
 
 
+def test_resume_uses_the_learning_rates_asked_for_now(tmp_path):
+    harmful, benign = data()
+    config = TrainConfig(steps=3, batch_size=1, checkpoint_every=3)
+    train(tiny()[0], harmful, benign, config, out_dir=tmp_path)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    stopped = config.model_copy(update={"steps": 5, "lr": 0.0, "rf_lr": 0.0})
+    assert len(train(tiny()[0], harmful, benign, stopped, out_dir=tmp_path)) == 2
+    after = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert after["step"] > saved["step"]
+    for name, tensor in saved["trainable"].items():  # learning rate 0 now: nothing moved
+        assert torch.equal(after["trainable"][name], tensor), name
+
+
 def test_tokenize_example_splits_at_the_assistant_header():
     from rfsdk.prompt import CHATML_TEMPLATE
     from rfsdk.train.tokenize import tokenize_example

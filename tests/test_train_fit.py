@@ -68,6 +68,21 @@ def test_fit_writes_adapter_model_calibration_and_card(fitted):
     assert "| steps in total (all invocations) | 3 |" in (out / "MODEL_CARD.md").read_text()
 
 
+def test_a_second_fit_with_the_same_seed_trains_the_same(fitted, tmp_path):
+    _, out, args = fitted
+    again = tmp_path / "again"
+    result = CliRunner().invoke(main, [*args[:4], str(again), *args[5:]])
+    assert result.exit_code == 0, result.output
+
+    def first_two(folder):
+        return [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()][:2]
+
+    # the same LoRA initialisation, examples and <rf> positions, so the same losses
+    assert [{k: v for k, v in e.items() if k != "seconds"} for e in first_two(again)] == [
+        {k: v for k, v in e.items() if k != "seconds"} for e in first_two(out)
+    ]
+
+
 def test_shrink_halves_the_adapter(tmp_path):
     import numpy as np
     from rfsdk.convert.adapter import AdapterMetadata, LoraPair, save_adapter

@@ -41,7 +41,17 @@ class NearDuplicateIndex:
 
     def matches(self, text: str) -> bool:
         """True if ``text`` contains at least ``threshold`` of the 3-grams of some indexed text."""
+        return any(count >= self.threshold * self._sizes[index] for index, count in self._hits(shingles(text)).items())
+
+    def overlaps(self, text: str) -> bool:
+        """True if ``text`` and some indexed text share at least ``threshold`` of the 3-grams of the shorter one."""
+        grams = shingles(text)
+        return any(
+            count >= self.threshold * min(self._sizes[index], len(grams)) for index, count in self._hits(grams).items()
+        )
+
+    def _hits(self, grams: set[tuple[str, ...]]) -> Counter[int]:
         hits: Counter[int] = Counter()
-        for gram in shingles(text):
+        for gram in grams:
             hits.update(self._postings.get(gram, ()))
-        return any(count >= self.threshold * self._sizes[index] for index, count in hits.items())
+        return hits

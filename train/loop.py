@@ -182,7 +182,11 @@ def _resume(rf: RfModel, optimizer: torch.optim.Optimizer, rng: random.Random, o
     with torch.no_grad():
         for name, tensor in _trainable(rf).items():
             tensor.copy_(payload["trainable"][name])
+    # The saved moments carry on, at the learning rates asked for now (the card records those).
+    rates = [group["lr"] for group in optimizer.param_groups]
     optimizer.load_state_dict(payload["optimizer"])
+    for group, lr in zip(optimizer.param_groups, rates):
+        group["lr"] = lr
     rng.setstate(payload["rng"])
     torch.set_rng_state(payload["torch_rng"])
     return int(payload["step"])

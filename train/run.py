@@ -89,6 +89,7 @@ def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Cal
     log(f"loading {options.base}" + (f" in {processes.world} processes" if processes.world > 1 else ""))
     model, tokenizer = load_base(options.base)
     model.to(_device(options.device, processes))
+    torch.manual_seed(options.seed)  # the LoRA initialisation (a resumed run loads its weights instead)
     rf = RfModel.prepare(model, tokenizer, rank=options.rank, alpha=options.alpha, slot=options.slot)
     is_gguf = options.base.suffix == ".gguf"
     recipe = RecipeConfig(max_len=options.max_len, onpolicy_harmful=options.onpolicy, seed=options.seed)

@@ -61,7 +61,6 @@ class LlamaJudge(Classifier):
             n_ctx=n_ctx,
             n_gpu_layers=n_gpu_layers,
             n_threads=n_threads,
-            seed=None,
             allow_unguarded=True,
             verbose=verbose,
         )

@@ -79,8 +79,10 @@ def main(
         base_path = None if base == "none" else default_base_model_path() if base == "default" else Path(base)
         if base_path is not None and not base_path.is_file():
             raise click.BadParameter(f"{base_path} is not a file; give a GGUF path, 'default' or 'none'", param_hint="--base")
-        examples = load_dataset().split(split, evaluation=True)  # type: ignore[arg-type]
-        data = eval_set(split, examples, chats=chats, max_prompts=max_prompts)
+        dataset = load_dataset()
+        examples = dataset.split(split, evaluation=True)  # type: ignore[arg-type]
+        train_prompts = [e.prompt for e in dataset.split("train")]
+        data = eval_set(split, examples, chats=chats, max_prompts=max_prompts, train_prompts=train_prompts)
         options = EvalOptions(
             target_fpr=target_fpr, attack_prompts=limit, samples=samples, sample_tokens=sample_tokens,
             utility_prompts=utility_prompts, flag_sampled=flag_sampled, n_threads=threads,

@@ -35,6 +35,8 @@ class EvalSet(BaseModel):
     edgy: list[str]
     benign_pairs: list[tuple[str, str]]
     conversations: list[list[str]]
+    near_duplicates_left_out: int = 0
+    """Prompts of the split left out because they nearly duplicate a training prompt."""
 
 
 class EvalOptions(BaseModel):
@@ -91,6 +93,11 @@ def evaluate(
         + ("counts as a flag too" if chat.flag_sampled else "does not count as a flag")
         + f" (flag_sampled={chat.flag_sampled})"
     )
+    if data.near_duplicates_left_out:
+        notes.append(
+            f"{data.near_duplicates_left_out} prompts of the {data.split} split were left out: they nearly "
+            "duplicate a training prompt (most of their word 3-grams are shared)"
+        )
     detection = prompt_detection(
         chat, data.harmful, data.benign, target_fpr=options.target_fpr,
         progress=stage("prompt detection", len(data.harmful) + len(data.benign)),
