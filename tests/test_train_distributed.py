@@ -20,7 +20,7 @@ from pathlib import Path
 import torch, transformers
 from tokenizers import Tokenizer, models
 
-from rfsdk.train.distributed import join
+from rfsdk.train.distributed import joined
 from rfsdk.train.loop import TokenizedExample, TrainConfig, train
 from rfsdk.train.rf_model import RfModel
 
@@ -36,9 +36,9 @@ rng = random.Random(0)
 harmful = [TokenizedExample([1, 2, 3], [rng.randrange(40, 50) for _ in range(8)]) for _ in range(16)]
 benign = [TokenizedExample([1, 2, 4], [rng.randrange(10, 20) for _ in range(8)]) for _ in range(16)]
 out = Path(sys.argv[1])
-processes = join("cpu")
-history = train(rf, harmful, benign, TrainConfig(steps=int(sys.argv[2]), batch_size=3, lr=3e-3, rf_lr=3e-2,
-                checkpoint_every=2), out_dir=out / "run", processes=processes)
+with joined("cpu") as processes:
+    history = train(rf, harmful, benign, TrainConfig(steps=int(sys.argv[2]), batch_size=3, lr=3e-3, rf_lr=3e-2,
+                    checkpoint_every=2), out_dir=out / "run", processes=processes)
 if processes.is_main:
     state = {n: p.detach().clone() for n, p in rf.model.named_parameters() if "lora" in n}
     state["rf_row"] = rf.model.get_input_embeddings().weight[rf.rf_id].detach().clone()

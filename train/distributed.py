@@ -77,19 +77,27 @@ class Processes:
 SINGLE = Processes()
 
 
-def join(device: str) -> Processes:
-    """Join the launched processes (``WORLD_SIZE`` > 1 in the environment), or run alone.
+@contextmanager
+def joined(device: str) -> Iterator[Processes]:
+    """Join the launched processes (``WORLD_SIZE`` > 1 in the environment) for the block, or run alone.
 
     ``device`` is the torch device type the run uses: NCCL connects CUDA processes, Gloo
-    CPU ones.
+    CPU ones. A group started here is left when the block ends: Gloo's worker threads
+    still alive at interpreter exit can abort the process (SIGABRT) after a finished run.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return SINGLE
+        yield SINGLE
+        return
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if not dist.is_initialized():
+    started = not dist.is_initialized()
+    if started:
         if device == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return Processes(rank=rank, world=world, local_rank=local_rank)
+    try:
+        yield Processes(rank=rank, world=world, local_rank=local_rank)
+    finally:
+        if started:
+            dist.destroy_process_group()

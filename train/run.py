@@ -19,7 +19,7 @@ from .base import load_base
 from .calibrate import Calibration, calibrate
 from .card import write_model_card
 from .data import load_dataset
-from .distributed import Processes, join
+from .distributed import Processes, joined
 from .loop import TrainConfig, checkpoint_step, train
 from .loss import LossWeights
 from .prompt_sets import prompt_set
@@ -79,7 +79,11 @@ def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Cal
     """
     if options.threads:
         torch.set_num_threads(options.threads)
-    processes = join(_device_type(options.device).type)
+    with joined(_device_type(options.device).type) as processes:
+        return _fit(options, processes, progress=progress, log=log)
+
+
+def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None, log: Callable[[str], None]) -> dict | None:
     if not processes.is_main:
         progress, log = None, lambda line: None
     out = options.out
