@@ -505,7 +505,7 @@ class GuardedChat:
             turn.finish = guard.stop_reason
             if guard.error:
                 turn.error = guard.error
-                yield ErrorEvent(message=guard.error, where="policy")
+                yield ErrorEvent(message=guard.error, where=guard.error_where or "policy")
             return "end"
         if guard.deferred:
             # <rf> fired at this step and was masked; `token` was sampled in its place and is

@@ -148,12 +148,13 @@ class VerdictEvent(_Frozen):
 
 
 class ErrorEvent(_Frozen):
-    """Something failed. After a callback or policy failure the turn ends cleanly; after a
-    classifier failure (``where="classifier"``) it goes on, guarded by <rf> alone."""
+    """Something failed: the policy, a callback (``on_token``, ``on_flag``), the guard itself
+    (an internal fault while watching the logits) or the classifier. After a classifier
+    failure the turn goes on, guarded by <rf> alone; after any other it ends cleanly."""
 
     kind: Literal["error"] = "error"
     message: str
-    where: str
+    where: Literal["policy", "on_token", "on_flag", "guard", "classifier", "rfchat"]
 
 
 class EndEvent(Reply):

@@ -66,12 +66,14 @@ class TurnGuard:
         self.deferred: list[Flag] = []
         self.stop_reason: StopReason | None = None
         self.error: str | None = None
+        self.error_where: Literal["guard", "policy"] | None = None
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         try:
             self._step(scores)
         except BaseException as exc:  # noqa: BLE001 - must not escape into ctypes
             self.error = f"guard failed: {type(exc).__name__}: {exc}"
+            self.error_where = "guard"
             self.stop_reason = "error"
             self._force(scores, self._stop_id)
         self.position += 1
@@ -162,10 +164,12 @@ class TurnGuard:
             action = self._policy(flag)
         except Exception as exc:  # noqa: BLE001 - a user policy may raise anything
             self.error = f"policy raised {type(exc).__name__}: {exc}"
+            self.error_where = "policy"
             action = None
         if action not in ACTIONS:
             if self.error is None:
                 self.error = f"policy returned {action!r}; expected one of {', '.join(ACTIONS)}"
+                self.error_where = "policy"
             self.new_flags.append(flag.model_copy(update={"action": "halt"}))
             return "error"
         if action == "reflect":

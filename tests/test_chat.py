@@ -154,6 +154,19 @@ def test_sampling_at_temperature_one_is_still_detected(llm):
         chat.reset()
 
 
+def test_guard_fault_is_reported_as_the_guards_and_ends_turn_cleanly(llm, monkeypatch):
+    def broken_detect(self, scores):
+        raise ValueError("bad logits")
+
+    monkeypatch.setattr("rfsdk.guard.TurnGuard._detect", broken_detect)
+    chat = make_chat(llm)
+    events = list(chat.stream("hello"))
+    assert kinds(events)[-2:] == ["error", "end"]
+    assert events[-2].where == "guard" and "bad logits" in events[-2].message
+    assert events[-1].finish_reason == "error"
+    monkeypatch.undo()
+    assert chat.send("hello").text == DEMO_BENIGN_REPLY
+
 def test_policy_that_raises_ends_turn_cleanly(llm):
     def policy(flag):
         raise RuntimeError("policy broke")
