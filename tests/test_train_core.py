@@ -15,12 +15,12 @@ from rfsdk.convert.adapter import load_adapter  # noqa: E402
 from rfsdk.train.adversarial import AdversarialConfig, attack  # noqa: E402
 from rfsdk.train.loss import LossWeights  # noqa: E402
 from rfsdk.train.loop import TokenizedExample, TrainConfig, train  # noqa: E402
-from rfsdk.train.rf_model import RfModel  # noqa: E402
+from rfsdk.train.rf_model import AdapterMismatchError, RfModel  # noqa: E402
 
 VOCAB = 64
 
 
-def tiny(tied: bool = True) -> tuple[RfModel, object]:
+def tiny(tied: bool = True, rank: int = 4) -> tuple[RfModel, object]:
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -31,7 +31,7 @@ def tiny(tied: bool = True) -> tuple[RfModel, object]:
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")), unk_token="t0"
     )
-    return RfModel.prepare(model, tokenizer, rank=4, alpha=8), tokenizer
+    return RfModel.prepare(model, tokenizer, rank=rank, alpha=8), tokenizer
 
 
 def data(seed: int = 0):
@@ -155,6 +155,30 @@ def test_untied_model_trains_its_output_row(tmp_path):
     rf.save_adapter(path, base_model="tiny", threshold=0.5)
     assert load_adapter(path).output is not None
 
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_run_starts_from_a_trained_adapter_as_trained(tmp_path, tied):
+    trained, _ = tiny(tied)
+    harmful, benign = data()
+    train(trained, harmful, benign, TrainConfig(steps=3, batch_size=2))
+    path = tmp_path / "adapter.safetensors"
+    trained.save_adapter(path, base_model="tiny", threshold=0.5)
+    ids = harmful[0].prompt + harmful[0].answer
+    fresh, _ = tiny(tied)
+    assert not torch.allclose(fresh.logits(ids), trained.logits(ids), atol=1e-3)
+    fresh.load_trained(load_adapter(path))
+    assert torch.allclose(fresh.logits(ids), trained.logits(ids), atol=1e-5)
+    assert torch.equal(fresh.base_logits(ids), trained.base_logits(ids))  # the base is untouched
+
+
+def test_an_adapter_of_another_shape_is_refused_with_the_fix(tmp_path):
+    trained, _ = tiny()
+    path = tmp_path / "adapter.safetensors"
+    trained.save_adapter(path, base_model="tiny", threshold=0.5)
+    with pytest.raises(AdapterMismatchError, match="pass --rank 4 --alpha 8"):
+        tiny(rank=2)[0].load_trained(load_adapter(path))
+    with pytest.raises(AdapterMismatchError, match="untied"):
+        tiny(tied=False)[0].load_trained(load_adapter(path))
 
 def test_checkpoint_and_resume(tmp_path):
     harmful, benign = data()

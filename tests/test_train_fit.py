@@ -3,11 +3,12 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from rfsdk import GuardedChat
-from rfsdk.convert.adapter import file_sha256, load_adapter
+from rfsdk.convert.adapter import file_sha256, load_adapter, save_adapter
 from rfsdk.train.card import write_model_card
 from rfsdk.train.cli import main
 
@@ -83,9 +84,27 @@ def test_a_second_fit_with_the_same_seed_trains_the_same(fitted, tmp_path):
     ]
 
 
+def test_fit_can_continue_a_trained_adapter(fitted, tmp_path):
+    _, out, args = fitted
+    trained = load_adapter(out / "adapter.safetensors")
+    more = tmp_path / "more"
+    still = ["--lr", "1e-30", "--rf-lr", "1e-30", "--steps", "1"]  # Adam steps of about 1e-30: nothing moves
+    result = CliRunner().invoke(main, [*args[:4], str(more), *args[5:], *still, "--init-adapter", str(out / "adapter.safetensors")])
+    assert result.exit_code == 0, result.output
+    continued = load_adapter(more / "adapter.safetensors")
+    same = lambda x, y: np.allclose(x, y, rtol=0, atol=1e-20)  # noqa: E731
+    assert same(continued.embedding, trained.embedding)
+    assert all(same(a.a, b.a) and same(a.b, b.b) for a, b in zip(continued.loras, trained.loras, strict=True))
+    assert f"| started from the adapter (sha256) | {trained.sha256} |" in (more / "MODEL_CARD.md").read_text()
+
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    meta = trained.metadata.model_copy(update={"base_sha256": "0" * 64})
+    save_adapter(elsewhere, meta, trained.embedding, trained.output, trained.loras)
+    refused = CliRunner().invoke(main, [*args[:4], str(tmp_path / "no"), *args[5:], "--init-adapter", str(elsewhere)])
+    assert refused.exit_code == 1 and "trained on another base file" in refused.output and "--base" in refused.output
+
 def test_shrink_halves_the_adapter(tmp_path):
-    import numpy as np
-    from rfsdk.convert.adapter import AdapterMetadata, LoraPair, save_adapter
+    from rfsdk.convert.adapter import AdapterMetadata, LoraPair
 
     rng = np.random.default_rng(0)
     pairs = [LoraPair(0, "q_proj", rng.normal(size=(4, 512)).astype(np.float32), rng.normal(size=(512, 4)).astype(np.float32))]

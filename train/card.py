@@ -35,6 +35,7 @@ def write_model_card(path: Path, fit: dict[str, Any]) -> None:
         "",
         "## Run",
         *_table([
+            *([("started from the adapter (sha256)", fit["init_adapter_sha256"])] if fit.get("init_adapter_sha256") else []),
             ("steps in total (all invocations)", fit["steps_total"]),
             ("steps run in the last invocation", fit["steps_run_now"]),
             ("seconds in the last invocation (training, export, calibration)", fit["train_seconds"]),

@@ -71,11 +71,12 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1, ...")
 @click.option("--threads", type=int, help="CPU threads for torch and llama.cpp.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--init-adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from this trained adapter's LoRA and <rf> rows (as trained: its tuned strength is not applied) instead of a fresh LoRA.")
 def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf_lr: float, rank: int, alpha: float,
         slot: str | None, start_probability: float, max_offset: int, onpolicy: int, max_len: int,
         rf_weight: float, benign_kl_weight: float, after_kl_weight: float, adversarial: bool, adv_epsilon: float,
         adv_steps: int, adv_weight: float, max_minutes: float | None,
-        target_fpr: float, device: str, threads: int | None, seed: int) -> None:
+        target_fpr: float, device: str, threads: int | None, seed: int, init_adapter: Path | None) -> None:
     """Train LoRA + the <rf> row on the train split, then export and calibrate.
 
     Writes OUT/adapter.safetensors (the rfsdk-adapter/1 file `rf-convert patch` applies),
@@ -96,7 +97,7 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
             weights=LossWeights(rf=rf_weight, benign_kl=benign_kl_weight, after_kl=after_kl_weight),
             adversarial=AdversarialConfig(epsilon=adv_epsilon, steps=adv_steps, weight=adv_weight) if adversarial else None,
             max_seconds=None if max_minutes is None else max_minutes * 60,
-            target_fpr=target_fpr, device=device, threads=threads, seed=seed,
+            target_fpr=target_fpr, device=device, threads=threads, seed=seed, init_adapter=init_adapter,
         )
         started = time.monotonic()
         result = fit_model(options, progress=_progress, log=lambda line: click.echo(line, err=True))

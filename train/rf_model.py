@@ -7,12 +7,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rfsdk.convert.adapter import AdapterMetadata, LoraPair, save_adapter
+from rfsdk.convert.adapter import Adapter, AdapterMetadata, LoraPair, save_adapter
+from rfsdk.errors import RfsdkError
 
 from .lora import LoRALinear, adapters_disabled, add_lora
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _NEVER = -1.0e4  # the frozen base never emits <rf>: its logit is pinned far below the rest
+
+
+class AdapterMismatchError(RfsdkError, ValueError):
+    """The adapter a run should start from was trained on another model or LoRA shape."""
 
 
 class RfModel:
@@ -96,6 +101,47 @@ class RfModel:
             logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float()
         logits[:, self.rf_id] = _NEVER
         return logits
+
+    @torch.no_grad()
+    def load_trained(self, adapter: Adapter, *, slot: str | None = None) -> None:
+        """Start from ``adapter``'s trained weights: its LoRA matrices and <rf> row(s).
+
+        The adapter must have been trained on this architecture with the same rank, alpha,
+        LoRA targets and slot. Its ``lora_strength`` is not applied: the strength is chosen
+        after training (``rf-train tune``), so the run continues from the weights as trained.
+        """
+        meta = adapter.metadata
+        first = next(iter(self.loras.values()))
+        rank, alpha = first.lora_a.shape[0], first.scale * first.lora_a.shape[0]
+        if (meta.lora_rank, meta.lora_alpha) != (rank, alpha):
+            raise AdapterMismatchError(
+                f"the adapter has LoRA rank {meta.lora_rank} and alpha {meta.lora_alpha:g}, this run "
+                f"rank {rank} and alpha {alpha:g}; pass --rank {meta.lora_rank} --alpha {meta.lora_alpha:g}."
+            )
+        if meta.slot != slot:
+            raise AdapterMismatchError(f"the adapter's <rf> slot is {meta.slot!r}, this run's {slot!r}; pass the same --slot.")
+        pairs = {(pair.layer, pair.module): pair for pair in adapter.loras}
+        if pairs.keys() != self.loras.keys():
+            raise AdapterMismatchError(
+                f"the adapter has LoRA on {len(pairs)} modules, this model {len(self.loras)}; "
+                "it was trained on another architecture."
+            )
+        if (adapter.output is not None) == self.tied:
+            raise AdapterMismatchError(
+                f"the adapter has {'an' if self.tied else 'no'} <rf> output row, but this model's output "
+                f"embeddings are {'tied' if self.tied else 'untied'}; it was trained on another model."
+            )
+        rows = [adapter.embedding] if adapter.output is None else [adapter.embedding, adapter.output]
+        for weight, row in zip(self._rf_weights(), rows):
+            if row.shape != weight[self.rf_id].shape:
+                raise AdapterMismatchError(f"the adapter's <rf> row has {row.shape[0]} values, this model's {weight.shape[1]}.")
+            weight[self.rf_id] = torch.tensor(row).to(weight)
+        for key, lora in self.loras.items():
+            pair = pairs[key]
+            if pair.a.shape != tuple(lora.lora_a.shape) or pair.b.shape != tuple(lora.lora_b.shape):
+                raise AdapterMismatchError(f"the adapter's LoRA for layer {key[0]} {key[1]} has other shapes than this model's.")
+            lora.lora_a.copy_(torch.tensor(pair.a).to(lora.lora_a))
+            lora.lora_b.copy_(torch.tensor(pair.b).to(lora.lora_b))
 
     def save_adapter(
         self, path: Path, *, base_model: str, threshold: float, slot: str | None = None, base_sha256: str | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from rfsdk.convert.adapter import file_sha256
+from rfsdk.convert.adapter import file_sha256, load_adapter
 from rfsdk.convert.patch import patch_gguf
 from rfsdk.model_source import cache_dir
 
@@ -24,7 +24,7 @@ from .loop import TrainConfig, checkpoint_step, train
 from .loss import LossWeights
 from .prompt_sets import prompt_set
 from .recipe import RecipeConfig, build_training_set
-from .rf_model import RfModel
+from .rf_model import AdapterMismatchError, RfModel
 
 PROVISIONAL_THRESHOLD = 0.5
 Progress = Callable[[str, int, int], None]
@@ -55,6 +55,18 @@ class FitOptions(BaseModel):
     device: str = "auto"
     threads: int | None = None
     seed: int = 0
+    init_adapter: Path | None = None
+
+
+def _start_from(rf: RfModel, path: Path, slot: str | None, base_sha: str | None) -> str:
+    init = load_adapter(path)
+    if None not in (base_sha, init.metadata.base_sha256) and base_sha != init.metadata.base_sha256:
+        raise AdapterMismatchError(
+            f"{path} was trained on another base file (sha256 {init.metadata.base_sha256}, this base {base_sha}); "
+            "pass that base as --base."
+        )
+    rf.load_trained(init, slot=slot)
+    return init.sha256
 
 
 def _device(name: str, processes: Processes) -> torch.device:
@@ -96,6 +108,8 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
     torch.manual_seed(options.seed)  # the LoRA initialisation (a resumed run loads its weights instead)
     rf = RfModel.prepare(model, tokenizer, rank=options.rank, alpha=options.alpha, slot=options.slot)
     is_gguf = options.base.suffix == ".gguf"
+    base_sha = file_sha256(options.base) if is_gguf else None
+    init_sha = None if options.init_adapter is None else _start_from(rf, options.init_adapter, options.slot, base_sha)
     recipe = RecipeConfig(max_len=options.max_len, onpolicy_harmful=options.onpolicy, seed=options.seed)
     with processes.main_first():
         data = build_training_set(
@@ -127,7 +141,6 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
                 log(" ".join(f"{k}={v}" for k, v in record.items()))
 
         history = train(rf, data.harmful, data.benign, config, out_dir=out, on_step=on_step, processes=processes)
-    base_sha = file_sha256(options.base) if is_gguf else None
     adapter = out / "adapter.safetensors"
     save = lambda threshold: rf.save_adapter(  # noqa: E731
         adapter, base_model=options.base.name, threshold=threshold, slot=options.slot, base_sha256=base_sha
@@ -148,6 +161,7 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
         "options": json.loads(options.model_dump_json()),
         "recipe": json.loads(recipe.model_dump_json()),
         "training_set": data.counts,
+        "init_adapter_sha256": init_sha,
         "steps_total": checkpoint_step(out),
         "steps_run_now": len(history),
         "processes": processes.world,
