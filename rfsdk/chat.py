@@ -69,7 +69,8 @@ class GuardedChat:
     ``llama_cpp.Llama`` (so one model can serve several chats). Every reply step is
     checked, including the first reply position before anything is shown: the guard
     fires when P(<rf>) >= ``threshold`` (the model's calibrated ``rf.threshold`` by
-    default) and, if ``flag_sampled``, also when ``<rf>`` would be sampled below it.
+    default) and, if ``flag_sampled``, also when ``<rf>`` would be sampled below it (under
+    ``sampling``'s top-k, top-p, min-p and temperature, as llama.cpp samples).
     ``flag_sampled=None`` (the default) means: not at the model's calibrated threshold,
     whose benign false-positive rate the calibration measured (a small model may give
     <rf> the top probability on benign prompts far below it), and yes otherwise. ``policy`` decides what happens then: "halt"
@@ -417,7 +418,7 @@ class GuardedChat:
             threshold=self._threshold,
             flag_sampled=self.flag_sampled,
             policy=self._policy_fn,
-            temperature=self.sampling.temperature,
+            sampling=self.sampling,
             rng=self._rng,
             cancel=cancel,
             max_reflections=self.max_reflections,

@@ -9,8 +9,10 @@ from typing import Literal
 
 import numpy as np
 
+from .config import SamplingConfig
 from .events import Flag, FlagSource
 from .policies import ACTIONS, PolicyFn
+from .sampling_chain import sample_probability
 
 StopReason = Literal["halt", "cancelled", "error"]
 
@@ -20,8 +22,8 @@ class TurnGuard:
 
     Called by llama-cpp-python with the full-vocabulary logits before each token is
     sampled. It measures P(<rf>) (softmax at temperature 1), decides whether <rf>
-    would be sampled (greedy: it is the argmax; otherwise a draw at the sampling
-    temperature), raises a flag when P(<rf>) >= threshold or, with ``flag_sampled``,
+    would be sampled (a draw from what llama.cpp's sampler would keep under ``sampling``:
+    top-k, top-p, min-p, temperature; greedy: <rf> is the argmax), raises a flag when P(<rf>) >= threshold or, with ``flag_sampled``,
     when <rf> would be sampled below it (once per run of consecutive flagged steps), asks the policy, and then masks <rf> out,
     forces it in (reflect), or forces end-of-turn (halt, cancel). It never raises:
     llama.cpp calls it through ctypes, which would swallow the exception.
@@ -39,7 +41,7 @@ class TurnGuard:
         threshold: float,
         flag_sampled: bool,
         policy: PolicyFn,
-        temperature: float,
+        sampling: SamplingConfig,
         rng: random.Random,
         cancel: threading.Event,
         max_reflections: int = 1,
@@ -50,7 +52,7 @@ class TurnGuard:
         self._threshold = threshold
         self._flag_sampled = flag_sampled
         self._policy = policy
-        self._temperature = temperature
+        self._sampling = sampling
         self._rng = rng
         self._cancel = cancel
         self._reflections_left = max_reflections
@@ -132,26 +134,25 @@ class TurnGuard:
         above = p >= self._threshold
         if not (above or self._flag_sampled):
             return None
-        sampled = self._sampled(scores, top, rf_logit, p)
+        sampled = self._sampled(scores, top, rf_logit)
         if not (above or sampled):
             return None
         if self.position == 0:
             return "prompt"
         return "sampled" if sampled else "threshold"
 
-    def _sampled(self, scores: np.ndarray, top: float, rf_logit: float, p: float) -> bool:
-        t = self._temperature
+    def _sampled(self, scores: np.ndarray, top: float, rf_logit: float) -> bool:
+        t = self._sampling.temperature
         if t <= 0:
             return rf_logit >= top
-        if rf_logit < top - 40.0 * t:
-            return False
-        if t != 1.0:
-            assert self._buf is not None
-            np.subtract(scores, top, out=self._buf)
-            self._buf /= t
-            np.exp(self._buf, out=self._buf)
-            p = math.exp((rf_logit - top) / t) / float(self._buf.sum())
-        return self._rng.random() < p
+        draw = self._rng.random()
+        if rf_logit < top:
+            # The most likely token is always kept, so <rf>'s chance is at most e / (1 + e):
+            # most steps end here without working out the sampler's cut-offs.
+            e = math.exp((rf_logit - top) / t)
+            if draw >= e / (1.0 + e):
+                return False
+        return draw < sample_probability(scores, self._rf, self._sampling)
 
     def decide(self, flag: Flag, *, can_reflect: bool = True) -> str:
         """Ask the policy about ``flag``, record it with the action, and return the action.
