@@ -13,7 +13,7 @@ import llama_cpp
 
 from .errors import MissingRfTokenError, ModelFileError, RfTokenTypeError
 from .gguf_file import read_gguf_info
-from .model_checks import check_model_info
+from .model_checks import check_model_info, is_threshold
 from .model_source import resolve_model
 from .prompt import token_piece
 
@@ -186,7 +186,7 @@ def _checked_threshold(path: Path, value: float | str | None) -> float | None:
         number = float(value)
     except ValueError:
         number = math.nan
-    if not (math.isfinite(number) and 0.0 < number <= 1.0):
+    if not is_threshold(number):
         raise ModelFileError(
             f"{path} is corrupt: rf.threshold is {value!r}, not a probability in (0, 1]. "
             "Re-download or re-export the model."

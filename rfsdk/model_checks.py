@@ -89,9 +89,14 @@ def _check_vocabulary(info: GGUFInfo) -> None:
             raise _corrupt(info, f"tokens {first} and {token_id} both have the text {text[:40]!r}")
 
 
+def is_threshold(value: float) -> bool:
+    """Whether ``value`` can be an ``rf.threshold``: a probability in (0, 1]."""
+    return math.isfinite(value) and 0.0 < value <= 1.0
+
+
 def _check_threshold(info: GGUFInfo) -> None:
     value = info.rf_threshold
-    if value is not None and not (math.isfinite(value) and 0.0 < value <= 1.0):
+    if value is not None and not is_threshold(value):
         raise _corrupt(info, f"rf.threshold is {value}, not a probability in (0, 1]")
 
 
