@@ -131,17 +131,19 @@ class RfModel:
                 f"the adapter has {'an' if self.tied else 'no'} <rf> output row, but this model's output "
                 f"embeddings are {'tied' if self.tied else 'untied'}; it was trained on another model."
             )
-        rows = [adapter.embedding] if adapter.output is None else [adapter.embedding, adapter.output]
-        for weight, row in zip(self._rf_weights(), rows):
-            if row.shape != weight[self.rf_id].shape:
-                raise AdapterMismatchError(f"the adapter's <rf> row has {row.shape[0]} values, this model's {weight.shape[1]}.")
+        rows = list(zip(self._rf_weights(), [adapter.embedding, adapter.output]))
+        n_embd = rows[0][0].shape[1]
+        if adapter.embedding.shape != (n_embd,):
+            raise AdapterMismatchError(f"the adapter's <rf> row has {adapter.embedding.shape[0]} values, this model's {n_embd}.")
+        for key, lora in self.loras.items():
+            if pairs[key].a.shape != tuple(lora.lora_a.shape) or pairs[key].b.shape != tuple(lora.lora_b.shape):
+                raise AdapterMismatchError(f"the adapter's LoRA for layer {key[0]} {key[1]} has other shapes than this model's.")
+        # Checked in full first, so a refused adapter leaves the model as it was.
+        for weight, row in rows:
             weight[self.rf_id] = torch.tensor(row).to(weight)
         for key, lora in self.loras.items():
-            pair = pairs[key]
-            if pair.a.shape != tuple(lora.lora_a.shape) or pair.b.shape != tuple(lora.lora_b.shape):
-                raise AdapterMismatchError(f"the adapter's LoRA for layer {key[0]} {key[1]} has other shapes than this model's.")
-            lora.lora_a.copy_(torch.tensor(pair.a).to(lora.lora_a))
-            lora.lora_b.copy_(torch.tensor(pair.b).to(lora.lora_b))
+            lora.lora_a.copy_(torch.tensor(pairs[key].a).to(lora.lora_a))
+            lora.lora_b.copy_(torch.tensor(pairs[key].b).to(lora.lora_b))
 
     def save_adapter(
         self, path: Path, *, base_model: str, threshold: float, slot: str | None = None, base_sha256: str | None = None
