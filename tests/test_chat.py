@@ -167,6 +167,7 @@ def test_guard_fault_is_reported_as_the_guards_and_ends_turn_cleanly(llm, monkey
     monkeypatch.undo()
     assert chat.send("hello").text == DEMO_BENIGN_REPLY
 
+
 def test_policy_that_raises_ends_turn_cleanly(llm):
     def policy(flag):
         raise RuntimeError("policy broke")

@@ -103,6 +103,7 @@ def test_fit_can_continue_a_trained_adapter(fitted, tmp_path):
     refused = CliRunner().invoke(main, [*args[:4], str(tmp_path / "no"), *args[5:], "--init-adapter", str(elsewhere)])
     assert refused.exit_code == 1 and "trained on another base file" in refused.output and "--base" in refused.output
 
+
 def test_shrink_halves_the_adapter(tmp_path):
     from rfsdk.convert.adapter import AdapterMetadata, LoraPair
 

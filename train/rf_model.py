@@ -102,6 +102,10 @@ class RfModel:
         logits[:, self.rf_id] = _NEVER
         return logits
 
+    def _rank_alpha(self) -> tuple[int, float]:
+        first = next(iter(self.loras.values()))
+        return first.lora_a.shape[0], first.scale * first.lora_a.shape[0]
+
     @torch.no_grad()
     def load_trained(self, adapter: Adapter, *, slot: str | None = None) -> None:
         """Start from ``adapter``'s trained weights: its LoRA matrices and <rf> row(s).
@@ -111,8 +115,7 @@ class RfModel:
         after training (``rf-train tune``), so the run continues from the weights as trained.
         """
         meta = adapter.metadata
-        first = next(iter(self.loras.values()))
-        rank, alpha = first.lora_a.shape[0], first.scale * first.lora_a.shape[0]
+        rank, alpha = self._rank_alpha()
         if (meta.lora_rank, meta.lora_alpha) != (rank, alpha):
             raise AdapterMismatchError(
                 f"the adapter has LoRA rank {meta.lora_rank} and alpha {meta.lora_alpha:g}, this run "
@@ -149,7 +152,7 @@ class RfModel:
         self, path: Path, *, base_model: str, threshold: float, slot: str | None = None, base_sha256: str | None = None
     ) -> None:
         """Write the LoRA and <rf> rows as an ``rfsdk-adapter/1`` safetensors file."""
-        first = next(iter(self.loras.values()))
+        rank, alpha = self._rank_alpha()
         embedding = self.model.get_input_embeddings().weight[self.rf_id]
         output = None if self.tied else self.model.get_output_embeddings().weight[self.rf_id]
         pairs = [
@@ -159,8 +162,8 @@ class RfModel:
         metadata = AdapterMetadata(
             base_model=base_model,
             base_sha256=base_sha256,
-            lora_alpha=first.scale * first.lora_a.shape[0],
-            lora_rank=first.lora_a.shape[0],
+            lora_alpha=alpha,
+            lora_rank=rank,
             rf_threshold=threshold,
             slot=slot,
         )
