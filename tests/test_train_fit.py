@@ -47,6 +47,7 @@ def test_fit_writes_adapter_model_calibration_and_card(fitted):
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["target_fpr"] == 0.05 and calibration["validation"]["fpr"] <= 0.05
     assert calibration["n_harmful"] > 100 and calibration["n_benign"] > 100
+    assert calibration["near_duplicates_left_out"] > 0  # the validation split has reworded training prompts
 
     adapter = load_adapter(out / "adapter.safetensors")
     assert adapter.metadata.rf_threshold == calibration["threshold"]
@@ -58,6 +59,7 @@ def test_fit_writes_adapter_model_calibration_and_card(fitted):
     card = (out / "MODEL_CARD.md").read_text()
     for heading in ("## Base", "## Recipe", "## Training data (train split only)", "## Calibration"):
         assert heading in card
+    assert f"| left out as near duplicates of training prompts | {calibration['near_duplicates_left_out']} |" in card
     assert (out.parent / "cache" / "onpolicy").is_dir()  # generated data goes to the cache, not the repo
 
     again = CliRunner().invoke(main, [*args[:5], "--steps", "3", *args[7:]])

@@ -25,6 +25,7 @@ class Calibration(BaseModel):
     edgy_fpr: float
     n_harmful: int
     n_benign: int
+    near_duplicates_left_out: int = 0
 
 
 def calibrate(
@@ -54,4 +55,5 @@ def calibrate(
         edgy_fpr=sum(s >= threshold for s in edgy_scores) / max(len(edgy_scores), 1),
         n_harmful=len(harmful),
         n_benign=len(benign),
+        near_duplicates_left_out=prompts.near_duplicates_left_out,
     )

@@ -68,6 +68,7 @@ def write_model_card(path: Path, fit: dict[str, Any]) -> None:
                 ("ROC-AUC", f"{v['roc_auc']:.3f}"),
                 ("edgy-but-benign FPR", f"{calibration['edgy_fpr']:.3f}"),
                 ("prompts", f"{calibration['n_harmful']} harmful, {calibration['n_benign']} benign"),
+                ("left out as near duplicates of training prompts", calibration.get("near_duplicates_left_out", 0)),
             ]),
         ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -7,26 +7,43 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .data_schema import Example
-from .data_text import normalise
+from .data_text import NearDuplicateIndex, normalise
 
 HARMFUL_KINDS = ("harmful_prompt", "harmful_answer", "refused_answer")
 """Kinds whose prompt is a harmful request (a refusal answer does not make the request benign)."""
 BENIGN_KINDS = ("benign_answer", "over_refusal", "benign_chat")
+NEAR_DUPLICATE_SHARE = 0.8
+"""Prompts sharing this much of the word 3-grams of the shorter one count as near duplicates."""
 
 
 @dataclass(frozen=True)
 class PromptSet:
-    """Unique harmful and benign prompts of one split; ``edgy`` is the over-refusal subset of ``benign``."""
+    """Unique harmful and benign prompts of one split; ``edgy`` is the over-refusal subset of ``benign``.
+
+    ``near_duplicates_left_out`` counts the prompts left out as near duplicates of training prompts.
+    """
 
     harmful: list[str]
     benign: list[str]
     edgy: list[str]
+    near_duplicates_left_out: int = 0
 
 
-def prompt_set(examples: Sequence[Example], *, chat_limit: int = 200, max_chars: int = 1500, seed: int = 0) -> PromptSet:
+def prompt_set(
+    examples: Sequence[Example],
+    *,
+    chat_limit: int = 200,
+    max_chars: int = 1500,
+    seed: int = 0,
+    train_prompts: Sequence[str] = (),
+    near_duplicate: float = NEAR_DUPLICATE_SHARE,
+) -> PromptSet:
     """Harmful prompts, and benign prompts with at most ``chat_limit`` ShareGPT openings (sampled).
 
     Prompts longer than ``max_chars`` are left out, so every prompt fits a small context.
+    So are prompts that nearly duplicate one of ``train_prompts`` (they share at least
+    ``near_duplicate`` of the word 3-grams of the shorter of the two): the split is by exact
+    normalised text, so a reworded training prompt could otherwise count as held out.
     """
     seen: set[str] = set()
 
@@ -43,8 +60,12 @@ def prompt_set(examples: Sequence[Example], *, chat_limit: int = 200, max_chars:
     edgy = unique(("over_refusal", "benign_answer"))
     chats = unique(("benign_chat",))
     chats = random.Random(seed).sample(chats, min(chat_limit, len(chats)))
+    seen = NearDuplicateIndex(train_prompts, threshold=near_duplicate)
+    candidates = harmful + edgy + chats
+    harmful, edgy, chats = ([e for e in group if not seen.overlaps(e.prompt)] for group in (harmful, edgy, chats))
     return PromptSet(
         harmful=[e.prompt for e in harmful],
         benign=[e.prompt for e in edgy + chats],
         edgy=[e.prompt for e in edgy if e.kind == "over_refusal"],
+        near_duplicates_left_out=len(candidates) - len(harmful) - len(edgy) - len(chats),
     )

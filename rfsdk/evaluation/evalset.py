@@ -6,11 +6,8 @@ import random
 from collections.abc import Sequence
 
 from ..train.data_schema import Example
-from ..train.data_text import NearDuplicateIndex
-from ..train.prompt_sets import prompt_set
+from ..train.prompt_sets import NEAR_DUPLICATE_SHARE, prompt_set
 from .run import EvalSet
-
-NEAR_DUPLICATE_SHARE = 0.8
 
 
 def eval_set(
@@ -30,20 +27,11 @@ def eval_set(
     A chat keeps its first ``turns_per_chat`` user turns; only chats with at least two
     user turns count, so every one is a real multi-turn conversation. ``max_prompts``
     caps the harmful and the benign prompt lists each (for quick runs). Prompts that nearly
-    duplicate one of ``train_prompts`` (they share at least ``near_duplicate`` of the word
-    3-grams of the shorter of the two) are left out: the split is by exact normalised text,
-    so a reworded training prompt could otherwise be scored as held out.
+    duplicate one of ``train_prompts`` are left out (see `prompt_set`).
     """
-    prompts = prompt_set(examples, max_chars=max_chars, seed=seed)
-    seen = NearDuplicateIndex(train_prompts, threshold=near_duplicate)
-
-    def held_out(texts: list[str]) -> list[str]:
-        return [text for text in texts if not seen.overlaps(text)]
-
-    harmful, benign = held_out(prompts.harmful), held_out(prompts.benign)
-    kept_benign = set(benign)
-    edgy = [text for text in prompts.edgy if text in kept_benign]  # edgy prompts are benign ones
-    left_out = len(prompts.harmful) + len(prompts.benign) - len(harmful) - len(benign)
+    prompts = prompt_set(
+        examples, max_chars=max_chars, seed=seed, train_prompts=train_prompts, near_duplicate=near_duplicate
+    )
     pairs = [
         (e.prompt, e.answer)
         for e in examples
@@ -57,10 +45,10 @@ def eval_set(
     rng = random.Random(seed)
     return EvalSet(
         split=split,
-        harmful=harmful[:max_prompts],
-        benign=benign[:max_prompts],
-        edgy=edgy,
-        near_duplicates_left_out=left_out,
+        harmful=prompts.harmful[:max_prompts],
+        benign=prompts.benign[:max_prompts],
+        edgy=prompts.edgy,
+        near_duplicates_left_out=prompts.near_duplicates_left_out,
         benign_pairs=rng.sample(pairs, len(pairs)),
         conversations=rng.sample(conversations, min(chats, len(conversations))),
     )
