@@ -505,8 +505,8 @@ class GuardedChat:
         if guard.stop_reason:
             turn.finish = guard.stop_reason
             if guard.error:
-                turn.error = guard.error
-                yield ErrorEvent(message=guard.error, where=guard.error_where or "policy")
+                turn.error = guard.error.message
+                yield guard.error
             return "end"
         if guard.deferred:
             # <rf> fired at this step and was masked; `token` was sampled in its place and is
@@ -570,9 +570,11 @@ class GuardedChat:
             return "restart"
         if action == "continue":
             return "next"
-        turn.error = turn.guard.error
+        error = turn.guard.error
+        assert error is not None, "decide() answers 'error' only after recording the error"
+        turn.error = error.message
         turn.finish = "error"
-        yield ErrorEvent(message=turn.error or "policy failed", where="policy")
+        yield error
         return "end"
 
     def _confirm(self, turn: "_Turn", flag: Flag, cancel: threading.Event) -> Generator[Event, None, str]:

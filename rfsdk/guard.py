@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 
 from .config import SamplingConfig
-from .events import Flag, FlagSource
+from .events import ErrorEvent, Flag, FlagSource
 from .policies import ACTIONS, PolicyFn
 from .sampling_chain import sample_probability
 
@@ -67,15 +67,13 @@ class TurnGuard:
         self.new_flags: list[Flag] = []
         self.deferred: list[Flag] = []
         self.stop_reason: StopReason | None = None
-        self.error: str | None = None
-        self.error_where: Literal["guard", "policy"] | None = None
+        self.error: ErrorEvent | None = None
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         try:
             self._step(scores)
         except BaseException as exc:  # noqa: BLE001 - must not escape into ctypes
-            self.error = f"guard failed: {type(exc).__name__}: {exc}"
-            self.error_where = "guard"
+            self.error = ErrorEvent(message=f"guard failed: {type(exc).__name__}: {exc}", where="guard")
             self.stop_reason = "error"
             self._force(scores, self._stop_id)
         self.position += 1
@@ -164,13 +162,13 @@ class TurnGuard:
         try:
             action = self._policy(flag)
         except Exception as exc:  # noqa: BLE001 - a user policy may raise anything
-            self.error = f"policy raised {type(exc).__name__}: {exc}"
-            self.error_where = "policy"
+            self.error = ErrorEvent(message=f"policy raised {type(exc).__name__}: {exc}", where="policy")
             action = None
         if action not in ACTIONS:
             if self.error is None:
-                self.error = f"policy returned {action!r}; expected one of {', '.join(ACTIONS)}"
-                self.error_where = "policy"
+                self.error = ErrorEvent(
+                    message=f"policy returned {action!r}; expected one of {', '.join(ACTIONS)}", where="policy"
+                )
             self.new_flags.append(flag.model_copy(update={"action": "halt"}))
             return "error"
         if action == "reflect":
