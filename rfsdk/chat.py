@@ -423,6 +423,7 @@ class GuardedChat:
             cancel=cancel,
             max_reflections=self.max_reflections,
             defer=confirm,
+            penalty_window=self.llm.last_n_tokens_size,
         )
         guard.text_so_far = prefill
         checks = None
@@ -466,7 +467,8 @@ class GuardedChat:
             # turn.flags before its event is yielded).
             tokens.close()
             if turn.finish == "error" or turn.guard.stop_reason == "error":
-                turn.finish, turn.error = "error", turn.error or turn.guard.error
+                guard_error = turn.guard.error.message if turn.guard.error else None
+                turn.finish, turn.error = "error", turn.error or guard_error
             else:
                 turn.finish = "halt" if turn.halted else "cancelled"
             self._finish(turn)

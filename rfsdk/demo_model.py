@@ -27,6 +27,9 @@ Greedy replies (the text after ``<|im_start|>assistant\\n``):
   :data:`DEMO_MODERATE_ENDING` with P(<rf>) = :data:`DEMO_MODERATE_RF_PROBABILITY`
   at its first token;
 * prefill :data:`DEMO_ENDLESS_PREFILL`: :data:`DEMO_ENDLESS_PIECE` repeated forever;
+* prefill :data:`DEMO_ECHO_PREFILL`: :data:`DEMO_ECHO_PIECE` repeated forever, each after
+  the first with P(<rf>) = :data:`DEMO_ECHO_RF_PROBABILITY` beside it (so a repeat
+  penalty on the piece makes <rf> the argmax);
 * prefill :data:`DEMO_SPLIT_PREFILL`: :data:`DEMO_SPLIT_REPLY`, whose "é" comes as
   two single-byte tokens.
 """
@@ -68,6 +71,12 @@ DEMO_ENDLESS_PREFILL = "Count"
 """Prefill after which the model never ends its reply."""
 DEMO_ENDLESS_PIECE = " la"
 """The token repeated forever after :data:`DEMO_ENDLESS_PREFILL`."""
+DEMO_ECHO_PREFILL = "Echo"
+"""Prefill after which the model repeats :data:`DEMO_ECHO_PIECE` forever."""
+DEMO_ECHO_PIECE = " ho"
+"""The repeated token; after it comes itself (the argmax) or <rf>."""
+DEMO_ECHO_RF_PROBABILITY = 0.3
+"""P(<rf>) right after :data:`DEMO_ECHO_PIECE` (the piece again gets the rest)."""
 DEMO_SPLIT_PREFILL = "Say"
 """Prefill after which the reply has a character split over two tokens."""
 DEMO_SPLIT_REPLY = " café."
@@ -128,6 +137,7 @@ def _chains() -> list[tuple[_Piece, ...]]:
         (RF_TOKEN_TEXT, *_pieces(DEMO_RF_FOLLOW_UP), _IM_END),
         tuple(_pieces(DEMO_MODERATE_PREFILL + DEMO_MODERATE_CONTINUATION + DEMO_MODERATE_ENDING)),
         (*_pieces(DEMO_ENDLESS_PREFILL), *_pieces(DEMO_ENDLESS_PIECE * 2)),
+        (*_pieces(DEMO_ECHO_PREFILL), *_pieces(DEMO_ECHO_PIECE * 2)),
         (*_pieces(DEMO_SPLIT_PREFILL + DEMO_SPLIT_REPLY), _IM_END),
     ]
 
@@ -142,6 +152,7 @@ def _script() -> dict[_Piece, dict[_Piece, float]]:
     for last, p_rf in (
         (_pieces(DEMO_HARMFUL_CONTINUATION)[-1], DEMO_HARMFUL_RF_PROBABILITY),
         (_pieces(DEMO_MODERATE_CONTINUATION)[-1], DEMO_MODERATE_RF_PROBABILITY),
+        (_pieces(DEMO_ECHO_PIECE)[-1], DEMO_ECHO_RF_PROBABILITY),
     ):
         (successor,) = script[last]
         script[last] = {successor: 1.0 - p_rf, RF_TOKEN_TEXT: p_rf}

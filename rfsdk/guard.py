@@ -12,7 +12,7 @@ import numpy as np
 from .config import SamplingConfig
 from .events import ErrorEvent, Flag, FlagSource
 from .policies import ACTIONS, PolicyFn
-from .sampling_chain import sample_probability
+from .sampling_chain import repeat_penalty_range, sample_probability
 
 StopReason = Literal["halt", "cancelled", "error"]
 
@@ -23,7 +23,8 @@ class TurnGuard:
     Called by llama-cpp-python with the full-vocabulary logits before each token is
     sampled. It measures P(<rf>) (softmax at temperature 1), decides whether <rf>
     would be sampled (a draw from what llama.cpp's sampler would keep under ``sampling``:
-    top-k, top-p, min-p, temperature; greedy: <rf> is the argmax), raises a flag when P(<rf>) >= threshold or, with ``flag_sampled``,
+    the repeat penalty on the last ``penalty_window`` tokens it picked, top-k, top-p, min-p,
+    temperature; greedy: <rf> is the argmax), raises a flag when P(<rf>) >= threshold or, with ``flag_sampled``,
     when <rf> would be sampled below it (once per run of consecutive flagged steps), asks the policy, and then masks <rf> out,
     forces it in (reflect), or forces end-of-turn (halt, cancel). It never raises:
     llama.cpp calls it through ctypes, which would swallow the exception.
@@ -46,6 +47,7 @@ class TurnGuard:
         cancel: threading.Event,
         max_reflections: int = 1,
         defer: bool = False,
+        penalty_window: int = 64,
     ) -> None:
         self._rf = rf_id
         self._stop_id = stop_id
@@ -57,6 +59,9 @@ class TurnGuard:
         self._cancel = cancel
         self._reflections_left = max_reflections
         self._defer = defer
+        self._penalty_window = penalty_window
+        self._generation_start: int | None = None
+        self._context: np.ndarray | None = None
         self._in_episode = False
         self._buf: np.ndarray | None = None
         self.position = 0
@@ -70,6 +75,9 @@ class TurnGuard:
         self.error: ErrorEvent | None = None
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if self._generation_start is None:
+            self._generation_start = len(input_ids)
+        self._context = input_ids
         try:
             self._step(scores)
         except BaseException as exc:  # noqa: BLE001 - must not escape into ctypes
@@ -140,17 +148,31 @@ class TurnGuard:
         return "sampled" if sampled else "threshold"
 
     def _sampled(self, scores: np.ndarray, top: float, rf_logit: float) -> bool:
+        recent = self._recent_tokens()
+        rf_high, top_low = rf_logit, top
+        if len(recent):
+            penalty = self._sampling.repeat_penalty
+            rf_high, top_low = repeat_penalty_range(rf_logit, penalty)[1], repeat_penalty_range(top, penalty)[0]
         t = self._sampling.temperature
-        if t <= 0:
-            return rf_logit >= top
-        draw = self._rng.random()
-        if rf_logit < top:
+        draw = self._rng.random() if t > 0 else 0.0
+        if rf_high < top_low:
+            if t <= 0:
+                return False
             # The most likely token is always kept, so <rf>'s chance is at most e / (1 + e):
             # most steps end here without working out the sampler's cut-offs.
-            e = math.exp((rf_logit - top) / t)
+            e = math.exp((rf_high - top_low) / t)
             if draw >= e / (1.0 + e):
                 return False
-        return draw < sample_probability(scores, self._rf, self._sampling)
+        return draw < sample_probability(scores, self._rf, self._sampling, recent)
+
+    def _recent_tokens(self) -> np.ndarray:
+        # The tokens llama.cpp's repeat penalty applies to: those its sampler picked since
+        # this generate() call began (a restart builds a new sampler), the last window of them.
+        if self._sampling.repeat_penalty == 1.0 or self._penalty_window <= 0 or self._context is None:
+            return np.empty(0, dtype=np.intp)
+        assert self._generation_start is not None
+        start = max(self._generation_start, len(self._context) - self._penalty_window)
+        return self._context[start:]
 
     def decide(self, flag: Flag, *, can_reflect: bool = True) -> str:
         """Ask the policy about ``flag``, record it with the action, and return the action.
@@ -182,10 +204,12 @@ class TurnGuard:
         return action
 
     def rewind(self, position: int, text: str) -> None:
-        """Continue from reply step ``position`` with <rf> just put into the context there."""
+        """Continue from reply step ``position`` with <rf> just put into the context there,
+        in a new generate() call (whose sampler has picked no tokens yet)."""
         self.position = position
         self.text_so_far = text
         self._in_episode = True
+        self._generation_start = None
 
     @staticmethod
     def _force(scores: np.ndarray, token_id: int) -> None:

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from .config import SamplingConfig
 
 
-def sample_probability(logits: np.ndarray, token: int, sampling: SamplingConfig) -> float:
+def sample_probability(
+    logits: np.ndarray, token: int, sampling: SamplingConfig, recent: Sequence[int] | np.ndarray = ()
+) -> float:
     """P(the sampler picks ``token``) from ``logits`` under ``sampling``.
 
-    Follows the chain llama-cpp-python builds: top-k, then top-p (on the top-k
-    probabilities at temperature 1), then min-p (relative to the most likely token), then
-    temperature; ``temperature=0`` is greedy. Repeat penalties are not modelled. The kept
-    tokens are always the most likely ones, so the cut-offs only decide how many are kept.
+    Follows the chain llama-cpp-python builds: the repeat penalty on the ``recent`` tokens
+    (those the sampler has picked within its penalty window), then top-k, top-p (on the
+    top-k probabilities at temperature 1), min-p (relative to the most likely token) and
+    temperature; ``temperature=0`` is greedy. The kept tokens are always the most likely
+    ones, so the cut-offs only decide how many are kept.
     """
+    if sampling.repeat_penalty != 1.0 and len(recent):
+        logits = repeat_penalized(logits, recent, sampling.repeat_penalty)
     x = float(logits[token])
     top = float(logits.max())
     if sampling.temperature <= 0:
@@ -35,3 +41,22 @@ def sample_probability(logits: np.ndarray, token: int, sampling: SamplingConfig)
         return 0.0
     t = sampling.temperature
     return math.exp((x - top) / t) / float(np.exp((candidates[:kept] - top) / t).sum())
+
+
+def repeat_penalized(logits: np.ndarray, recent: Sequence[int] | np.ndarray, penalty: float) -> np.ndarray:
+    """A copy of ``logits`` with llama.cpp's repeat penalty on every token in ``recent``.
+
+    A positive logit is divided by ``penalty``, any other multiplied by it, once per token
+    however often it recurs.
+    """
+    out = np.array(logits, copy=True)
+    ids = np.unique(np.asarray(recent, dtype=np.intp))
+    values = out[ids]
+    out[ids] = np.where(values <= 0, values * penalty, values / penalty)
+    return out
+
+
+def repeat_penalty_range(logit: float, penalty: float) -> tuple[float, float]:
+    """The lowest and the highest value ``logit`` can take under the repeat penalty."""
+    penalized = logit * penalty if logit <= 0 else logit / penalty
+    return min(logit, penalized), max(logit, penalized)

@@ -205,6 +205,16 @@ def test_stopping_at_the_halting_flag_keeps_the_refusal_not_the_flagged_text(llm
     assert chat.history[-1].flagged
 
 
+def test_stopping_at_the_flag_of_a_failing_policy_records_the_failure(llm):
+    chat = GuardedChat(llm, sampling=GREEDY, policy=lambda flag: 1 / 0)
+    events = chat.stream("go on", prefill=DEMO_HARMFUL_PREFILL)
+    for event in events:
+        if event.kind == "flag":
+            break
+    events.close()
+    assert (chat.history[-1].content, chat.history[-1].finish_reason) == (DEFAULT_REFUSAL, "error")
+
+
 @pytest.mark.parametrize("fails", ["policy", "on_flag"])
 def test_a_failing_policy_or_flag_callback_fails_closed(llm, fails):
     def broken(flag):

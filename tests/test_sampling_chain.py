@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rfsdk import GuardedChat, SamplingConfig
-from rfsdk.demo_model import DEMO_MODERATE_PREFILL
+from rfsdk.demo_model import DEMO_ECHO_PIECE, DEMO_ECHO_PREFILL, DEMO_MODERATE_PREFILL, RF_TOKEN_TEXT
 from rfsdk.sampling_chain import sample_probability
 
 
@@ -56,6 +56,30 @@ def test_sample_probability_equals_the_chain_written_out(sampling):
             assert sample_probability(logits, token, sampling) == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
+def repeat_penalty_written_out(logits: np.ndarray, recent: list[int], penalty: float) -> np.ndarray:
+    out = logits.copy()
+    for i in set(recent):
+        out[i] = out[i] * penalty if out[i] <= 0 else out[i] / penalty
+    return out
+
+
+@pytest.mark.parametrize("penalty", [1.3, 0.8])
+def test_the_repeat_penalty_comes_first_once_per_recent_token(penalty):
+    rng = np.random.default_rng(1)
+    for sampling in CONFIGS[:3]:
+        sampling = sampling.model_copy(update={"repeat_penalty": penalty})
+        for _ in range(20):
+            logits = rng.normal(scale=2.5, size=60)
+            recent = [int(i) for i in rng.integers(0, 60, size=12)] + [int(logits.argmax())] * 2
+            penalized = repeat_penalty_written_out(logits, recent, penalty)
+            for token in (int(logits.argmax()), int(np.argsort(logits)[-2]), recent[0]):
+                expected = chain_step_by_step(penalized, token, sampling)
+                assert sample_probability(logits, token, sampling, recent) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+                assert sample_probability(logits, token, sampling.model_copy(update={"repeat_penalty": 1.0}), recent) == (
+                    pytest.approx(chain_step_by_step(logits, token, sampling), rel=1e-9, abs=1e-15)
+                )
+
+
 def test_greedy_picks_only_the_argmax():
     logits = np.array([0.0, 3.0, 2.9])
     greedy = SamplingConfig(temperature=0.0)
@@ -85,3 +109,34 @@ def test_flag_sampled_counts_rf_only_where_the_sampler_could_pick_it(llm):
     assert sampled_flags(llm, free.model_copy(update={"min_p": 0.5})) == 0  # 0.3 / 0.7 < 0.5
     assert sampled_flags(llm, free.model_copy(update={"top_p": 0.6})) == 0  # the designed token alone holds 0.7
     assert sampled_flags(llm, free.model_copy(update={"top_k": 2})) >= 3
+
+
+def raw_replies(llm, prefill: str, repeat_penalty: float) -> list[str]:
+    prompt = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" + prefill
+    tokens = llm.tokenize(prompt.encode(), special=True)
+    picked = []
+    for token in llm.generate(tokens, temp=0.0, repeat_penalty=repeat_penalty):
+        picked.append(llm.detokenize([token], special=True).decode())
+        if len(picked) == 2:
+            return picked
+
+
+ECHO_CONFIGS = [
+    SamplingConfig(temperature=0.0, max_tokens=4),
+    SamplingConfig(temperature=1.0, top_k=1, max_tokens=4, seed=1),
+]
+
+
+@pytest.mark.parametrize("prefill", [DEMO_ECHO_PREFILL, DEMO_ECHO_PREFILL + DEMO_ECHO_PIECE])
+@pytest.mark.parametrize("sampling", ECHO_CONFIGS, ids=["greedy", "top_k-1"])
+def test_flag_sampled_applies_the_repeat_penalty_to_generated_tokens_only(llm, prefill, sampling):
+    # llama.cpp itself: the penalty on the generated piece (never the prefilled one) makes
+    # <rf> its pick at the second step, and only with the penalty.
+    assert raw_replies(llm, prefill, 1.5) == [DEMO_ECHO_PIECE, RF_TOKEN_TEXT]
+    assert raw_replies(llm, prefill, 1.0) == [DEMO_ECHO_PIECE, DEMO_ECHO_PIECE]
+    penalized = sampling.model_copy(update={"repeat_penalty": 1.5})
+    chat = GuardedChat(llm, policy="continue", threshold=0.9, flag_sampled=True, sampling=penalized)
+    reply = chat.send("Hi", prefill=prefill)
+    assert [(f.position, f.source) for f in reply.flags] == [(1, "sampled")]
+    chat = GuardedChat(llm, policy="continue", threshold=0.9, flag_sampled=True, sampling=sampling)
+    assert chat.send("Hi", prefill=prefill).flags == []
