@@ -15,6 +15,7 @@ from .policies import ACTIONS, PolicyFn
 from .sampling_chain import repeat_penalty_range, sample_probability
 
 StopReason = Literal["halt", "cancelled", "error"]
+_NO_TOKENS = np.empty(0, dtype=np.intp)
 
 
 class TurnGuard:
@@ -169,7 +170,7 @@ class TurnGuard:
         # The tokens llama.cpp's repeat penalty applies to: those its sampler picked since
         # this generate() call began (a restart builds a new sampler), the last window of them.
         if self._sampling.repeat_penalty == 1.0 or self._penalty_window <= 0 or self._context is None:
-            return np.empty(0, dtype=np.intp)
+            return _NO_TOKENS
         assert self._generation_start is not None
         start = max(self._generation_start, len(self._context) - self._penalty_window)
         return self._context[start:]
