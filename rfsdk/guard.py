@@ -128,12 +128,16 @@ class TurnGuard:
 
     def _detect(self, scores: np.ndarray) -> FlagSource | None:
         if self._buf is None or self._buf.shape != scores.shape:
-            self._buf = np.empty_like(scores)
-        top = float(scores.max())
-        rf_logit = float(scores[self._rf])
-        np.subtract(scores, top, out=self._buf)
-        np.exp(self._buf, out=self._buf)
-        p = math.exp(rf_logit - top) / float(self._buf.sum())
+            self._buf = np.empty(scores.shape, dtype=scores.dtype)
+        # llama-cpp-python hands over a strided view into its candidate records: read it
+        # once into a contiguous buffer, where max, exp and sum run at full speed.
+        buf = self._buf
+        np.copyto(buf, scores)
+        top = float(buf.max())
+        rf_logit = float(buf[self._rf])
+        buf -= top
+        np.exp(buf, out=buf)
+        p = math.exp(rf_logit - top) / float(buf.sum())
         self.last_probability = p
         if self.position == 0:
             self.prompt_probability = p
