@@ -518,8 +518,8 @@ PINNED = {
     "tensor[output.weight].type=24": "load:ModelFileError",
     # a token text changed into another token's: llama.cpp aborted on the duplicate
     "token[100].text_changed": "load:ModelFileError",
-    # a NUL in a token text: llama.cpp cuts the text there, into a duplicate of token 335
-    "token[336].last_nul": "load:ModelFileError",
+    # a NUL in a token text: llama.cpp cuts the text there ("bom\0"), into a duplicate of token 338
+    "token[339].last_nul": "load:ModelFileError",
     # rf.threshold outside (0, 1]: a plain ValueError from the threshold setter
     "kv[rf.threshold]=nan": "load:ModelFileError",
     "kv[rf.threshold]=-1.0": "load:ModelFileError",
