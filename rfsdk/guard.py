@@ -76,10 +76,10 @@ class TurnGuard:
         self.error: ErrorEvent | None = None
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        if self._generation_start is None:
-            self._generation_start = len(input_ids)
-        self._context = input_ids
         try:
+            if self._generation_start is None:
+                self._generation_start = len(input_ids)
+            self._context = input_ids
             self._step(scores)
         except BaseException as exc:  # noqa: BLE001 - must not escape into ctypes
             self.error = ErrorEvent(message=f"guard failed: {type(exc).__name__}: {exc}", where="guard")

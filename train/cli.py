@@ -133,11 +133,10 @@ def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr:
             raise click.BadParameter("OUT must differ from ADAPTER, which is kept as it is", param_hint="OUT")
         dataset = load_dataset()
         examples = dataset.split("validation")
-        train_prompts = [e.prompt for e in dataset.split("train")]
         tuning = tune_strength(
             adapter, base or default_base_model_path(), out,
             answer_pairs=eval_set("validation", examples).benign_pairs[:pairs],
-            prompts=prompt_set(examples, train_prompts=train_prompts),
+            prompts=prompt_set(examples, train_prompts=dataset.prompts("train")),
             max_kl=max_kl, target_fpr=target_fpr, steps=steps, n_threads=threads, progress=_progress,
         )
         for t in tuning.tried:

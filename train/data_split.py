@@ -113,6 +113,10 @@ class Dataset:
             )
         return list(self._splits[name])
 
+    def prompts(self, name: SplitName) -> list[str]:
+        """The prompt of every example of one split (not ``"test"``)."""
+        return [e.prompt for e in self.split(name)]
+
     def counts(self) -> Counter[tuple[str, str, str]]:
         """Number of examples per (source, label, split)."""
         return Counter((e.source, e.label, name) for name in SPLITS for e in self._splits[name])

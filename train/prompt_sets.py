@@ -61,11 +61,11 @@ def prompt_set(
     chats = unique(("benign_chat",))
     chats = random.Random(seed).sample(chats, min(chat_limit, len(chats)))
     seen = NearDuplicateIndex(train_prompts, threshold=near_duplicate)
-    candidates = harmful + edgy + chats
+    before = len(harmful) + len(edgy) + len(chats)
     harmful, edgy, chats = ([e for e in group if not seen.overlaps(e.prompt)] for group in (harmful, edgy, chats))
     return PromptSet(
         harmful=[e.prompt for e in harmful],
         benign=[e.prompt for e in edgy + chats],
         edgy=[e.prompt for e in edgy if e.kind == "over_refusal"],
-        near_duplicates_left_out=len(candidates) - len(harmful) - len(edgy) - len(chats),
+        near_duplicates_left_out=before - len(harmful) - len(edgy) - len(chats),
     )

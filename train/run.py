@@ -150,8 +150,7 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
     if is_gguf:
         gguf = out / "model.gguf"
         patch_gguf(options.base, adapter, gguf, force=True)
-        train_prompts = [e.prompt for e in dataset.split("train")]
-        prompts = prompt_set(dataset.split("validation"), seed=options.seed, train_prompts=train_prompts)
+        prompts = prompt_set(dataset.split("validation"), seed=options.seed, train_prompts=dataset.prompts("train"))
         calibration = calibrate(gguf, prompts, target_fpr=options.target_fpr, n_threads=options.threads, progress=progress)
         save(calibration.threshold)
         patch_gguf(options.base, adapter, gguf, force=True)

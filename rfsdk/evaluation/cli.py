@@ -81,7 +81,7 @@ def main(
             raise click.BadParameter(f"{base_path} is not a file; give a GGUF path, 'default' or 'none'", param_hint="--base")
         dataset = load_dataset()
         examples = dataset.split(split, evaluation=True)  # type: ignore[arg-type]
-        train_prompts = [e.prompt for e in dataset.split("train")]
+        train_prompts = dataset.prompts("train")
         data = eval_set(split, examples, chats=chats, max_prompts=max_prompts, train_prompts=train_prompts)
         options = EvalOptions(
             target_fpr=target_fpr, attack_prompts=limit, samples=samples, sample_tokens=sample_tokens,
