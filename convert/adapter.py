@@ -9,6 +9,9 @@ An adapter is a safetensors file holding
   ``base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight`` and
   ``base_model.model.model.layers.{i}.mlp.{gate,up,down}_proj.lora_{A,B}.weight``,
   with A ``[r, in]`` and B ``[out, r]`` (F32, F16 or BF16);
+* ``rf.lora_weights`` float32 ``[n_layers, 7]``, optional: a weight per LoRA pair (row: layer,
+  column: module in :data:`LORA_MODULES` order) that multiplies its delta on top of the
+  strength; absent means 1 everywhere. `rf-train tune` writes it for a strength profile;
 
 and string metadata described by :class:`AdapterMetadata`.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +36,7 @@ from .safetensors_file import read_safetensors, write_safetensors
 ADAPTER_FORMAT: Literal["rfsdk-adapter/1"] = "rfsdk-adapter/1"
 EMBEDDING_KEY = "rf.embedding"
 OUTPUT_KEY = "rf.output"
+LORA_WEIGHTS_KEY = "rf.lora_weights"
 
 LORA_MODULES: dict[str, str] = {
     "q_proj": "attn_q",
@@ -44,6 +48,7 @@ LORA_MODULES: dict[str, str] = {
     "down_proj": "ffn_down",
 }
 """HF (PEFT) module name -> GGUF tensor name stem (``blk.{i}.<stem>.weight``)."""
+_MODULE_COLUMN = {module: column for column, module in enumerate(LORA_MODULES)}
 
 _MODULE_GROUP = {
     "q_proj": "self_attn",
@@ -102,12 +107,16 @@ class AdapterMetadata(BaseModel):
 
 @dataclass(frozen=True)
 class LoraPair:
-    """One LoRA pair: ``delta W = scale * b @ a`` for module ``module`` of layer ``layer``."""
+    """One LoRA pair: ``delta W = weight * scale * b @ a`` for module ``module`` of layer ``layer``.
+
+    ``weight`` is not trained: `rf-train tune` sets it (0 leaves the module as the base has it).
+    """
 
     layer: int
     module: str
     a: np.ndarray
     b: np.ndarray
+    weight: float = 1.0
 
     @property
     def gguf_name(self) -> str:
@@ -129,6 +138,10 @@ class Adapter:
     output: np.ndarray | None
     loras: tuple[LoraPair, ...]
     sha256: str
+
+    def scale_of(self, pair: LoraPair) -> float:
+        """The factor on ``b @ a`` when ``pair`` is merged: its weight times ``lora_scale``."""
+        return pair.weight * self.metadata.lora_scale
 
 
 def lora_prefix(layer: int, module: str) -> str:
@@ -154,8 +167,10 @@ def load_adapter(path: Path) -> Adapter:
             f"{embedding.shape[0]}; both must be rows of n_embd values."
         )
     loras = _lora_pairs(
-        path, {k: v for k, v in tensors.items() if k not in (EMBEDDING_KEY, OUTPUT_KEY)}, metadata
+        path, {k: v for k, v in tensors.items() if k not in (EMBEDDING_KEY, OUTPUT_KEY, LORA_WEIGHTS_KEY)}, metadata
     )
+    if LORA_WEIGHTS_KEY in tensors:
+        loras = _weighted(path, loras, tensors[LORA_WEIGHTS_KEY])
     return Adapter(
         metadata=metadata, embedding=embedding, output=output, loras=loras, sha256=file_sha256(path)
     )
@@ -172,14 +187,21 @@ def save_adapter(
 ) -> None:
     """Write an adapter file to ``path``: float32 <rf> rows, LoRA pairs as ``lora_dtype``.
 
-    ``lora_dtype=np.float16`` halves the file (how the bundled default ships).
+    ``lora_dtype=np.float16`` halves the file (how the bundled default ships). The pairs'
+    weights are written as ``rf.lora_weights`` when any of them is not 1.
     """
+    loras = tuple(loras)
     tensors: dict[str, np.ndarray] = {EMBEDDING_KEY: np.asarray(embedding, dtype=np.float32)}
     if output is not None:
         tensors[OUTPUT_KEY] = np.asarray(output, dtype=np.float32)
     for pair in loras:
         tensors[f"{pair.hf_prefix}.lora_A.weight"] = np.asarray(pair.a, dtype=lora_dtype)
         tensors[f"{pair.hf_prefix}.lora_B.weight"] = np.asarray(pair.b, dtype=lora_dtype)
+    if any(pair.weight != 1.0 for pair in loras):
+        weights = np.ones((max(pair.layer for pair in loras) + 1, len(LORA_MODULES)), dtype=np.float32)
+        for pair in loras:
+            weights[pair.layer, _MODULE_COLUMN[pair.module]] = pair.weight
+        tensors[LORA_WEIGHTS_KEY] = weights
     write_safetensors(path, tensors, metadata.to_header())
 
 
@@ -239,7 +261,7 @@ def _lora_pairs(
         match = _LORA_NAME.fullmatch(name)
         if match is None or _MODULE_GROUP.get(match["module"]) != match["group"]:
             raise ConversionError(
-                f"{path} has unknown tensor {name!r}. Adapters may hold {EMBEDDING_KEY}, {OUTPUT_KEY} "
+                f"{path} has unknown tensor {name!r}. Adapters may hold {EMBEDDING_KEY}, {OUTPUT_KEY}, {LORA_WEIGHTS_KEY} "
                 f"and LoRA pairs named {_LORA_PATTERNS}."
             )
         halves.setdefault((int(match["layer"]), match["module"]), {})[match["half"]] = array
@@ -263,3 +285,19 @@ def _lora_pairs(
             )
         pairs.append(LoraPair(layer=layer, module=module, a=a, b=b))
     return tuple(pairs)
+
+
+def _weighted(path: Path, pairs: tuple[LoraPair, ...], weights: np.ndarray) -> tuple[LoraPair, ...]:
+    rows = max((pair.layer for pair in pairs), default=-1) + 1
+    if weights.ndim != 2 or weights.shape[1] != len(LORA_MODULES) or weights.shape[0] < rows:
+        raise ConversionError(
+            f"{path}: {LORA_WEIGHTS_KEY!r} has shape {list(weights.shape)}; it must be [n_layers, "
+            f"{len(LORA_MODULES)}] with a row for every layer with LoRA (at least {rows}), columns "
+            f"{', '.join(LORA_MODULES)}. Tune the adapter again (rf-train tune) to rewrite it."
+        )
+    if not (np.isfinite(weights).all() and (weights >= 0).all()):
+        raise ConversionError(
+            f"{path}: {LORA_WEIGHTS_KEY!r} holds a negative, NaN or infinite weight; LoRA weights are "
+            "finite and at least 0. Tune the adapter again (rf-train tune) to rewrite it."
+        )
+    return tuple(replace(p, weight=float(weights[p.layer, _MODULE_COLUMN[p.module]])) for p in pairs)

@@ -105,7 +105,7 @@ def lora_to_gguf(
         rf_base=rf_base,
         architecture=arch,
         rf_token_id=rf_id,
-        n_pairs=len(rf.loras),
+        n_pairs=len(pairs) // 2,
         rank=rf.metadata.lora_rank,
         alpha=rf.metadata.lora_scale * rf.metadata.lora_rank,
         out_bytes=out.stat().st_size,
@@ -159,7 +159,9 @@ def _gguf_pairs(
                 f"the adapter's {pair.hf_prefix} makes a {list(expected)} delta but {base} has "
                 f"{pair.gguf_name} as {list(found) if found else 'no such tensor'}; the adapter is for another base."
             )
-        b = np.asarray(pair.b, dtype=np.float32)
+        if pair.weight == 0:  # tuned off
+            continue
+        b = pair.weight * np.asarray(pair.b, dtype=np.float32)  # one alpha for all pairs: the weight goes into B
         if arch in ROPE_PERMUTED_ARCHS and pair.module in ("q_proj", "k_proj"):
             heads = n_head if pair.module == "q_proj" else n_head_kv
             b = permute_rope_rows(b, _layer_value(heads, pair.layer))

@@ -256,6 +256,8 @@ def _merge_jobs(
                 f"but the base model's {pair.gguf_name} is {[n_out, n_in]} ([out, in]). "
                 "Use the adapter trained for this base model."
             )
+        if pair.weight == 0:  # tuned off: the base tensor is copied as it is
+            continue
         n_head = _per_layer(reader, f"{arch}.attention.head_count", pair.layer)
         n_head_kv = _per_layer(reader, f"{arch}.attention.head_count_kv", pair.layer, default=n_head)
         to_type = _merged_type(tensor, merged_type)
@@ -267,7 +269,7 @@ def _merge_jobs(
                 to_type=to_type.name,
             )
         )
-        make = _merged(tensor, pair, rf.metadata.lora_scale, arch, n_head, n_head_kv, to_type)
+        make = _merged(tensor, pair, rf.scale_of(pair), arch, n_head, n_head_kv, to_type)
         jobs[tensor.name] = _Job(TensorSpec(tensor.name, (n_out, n_in), to_type), make)
     return jobs
 

@@ -7,6 +7,7 @@ that rf-convert patch writes. Needs torch, transformers and llama-cpp-python (sk
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from rfsdk.convert.hf import convert_hf
 from rfsdk.convert.lora_gguf import lora_to_gguf
 from rfsdk.convert.patch import patch_gguf
 from rfsdk.convert.reader import field_value, open_gguf
+from rfsdk.train.strength_profiles import PROFILES
 
 from rfsdk.errors import ConversionError
 
@@ -97,6 +99,27 @@ def test_lora_gguf_matches_merged_model(made: tuple[Path, Path], tmp_path: Path)
     assert (tmp_path / "again.gguf").read_bytes() == out.read_bytes()
 
 
+def _weighted(adapter: Path, out: Path, *, strength: float) -> Path:
+    """``adapter`` at ``strength`` with the late-mlp profile's pair weights (attention in layer 0 off)."""
+    rf = load_adapter(adapter)
+    profile = PROFILES["late-mlp"]
+    loras = [replace(p, weight=profile.weight(p, 2)) for p in rf.loras]
+    save_adapter(out, rf.metadata.model_copy(update={"lora_strength": strength}), rf.embedding, rf.output, loras)
+    return out
+
+
+def test_weighted_lora_gguf_matches_the_weighted_merge(made: tuple[Path, Path], tmp_path: Path) -> None:
+    base, adapter = made
+    weighted = _weighted(adapter, tmp_path / "weighted.safetensors", strength=1.0)
+    report = lora_to_gguf(weighted, tmp_path / "lora.gguf", base=base, rf_base=tmp_path / "rf-base.gguf")
+    assert report.n_pairs == 7 * 2 - 4  # the four attention pairs of layer 0 have weight 0
+    patch_gguf(base, weighted, tmp_path / "merged.gguf")
+    want = _logits(tmp_path / "merged.gguf")
+    assert np.abs(_logits(tmp_path / "rf-base.gguf", tmp_path / "lora.gguf") - want).max() <= 1e-4
+    patch_gguf(base, adapter, tmp_path / "unweighted.gguf")
+    assert np.abs(_logits(tmp_path / "unweighted.gguf") - want).max() > 1e-2
+
+
 def test_base_without_rf_is_refused(made: tuple[Path, Path], tmp_path: Path) -> None:
     base, adapter = made
     out = tmp_path / "lora.gguf"
@@ -139,9 +162,7 @@ def test_merged_checkpoint_converts_to_the_patched_model(made: tuple[Path, Path]
     from rfsdk.train.cli import main as train_main
 
     base, adapter = made
-    rf = load_adapter(adapter)
-    half = tmp_path / "half.safetensors"
-    save_adapter(half, rf.metadata.model_copy(update={"lora_strength": 0.5}), rf.embedding, rf.output, rf.loras)
+    half = _weighted(adapter, tmp_path / "half.safetensors", strength=0.5)
     folder = tmp_path / "merged-hf"
     result = CliRunner().invoke(train_main, ["merge", str(half), str(folder), "--base", str(base.parent / "hf")])
     assert result.exit_code == 0, result.output
@@ -156,7 +177,7 @@ def test_merged_checkpoint_converts_to_the_patched_model(made: tuple[Path, Path]
     others = [i for i in range(from_hf.shape[1]) if i != hf_id]
     assert np.abs(from_hf[:, others] - want[:, others]).max() <= 1e-4
     assert np.abs(from_hf[:, hf_id] - want[:, patch_id]).max() <= 1e-4
-    assert np.abs(_logits(tmp_path / "full.gguf")[:, others] - want[:, others]).max() > 1e-2  # strength 0.5 applied
+    assert np.abs(_logits(tmp_path / "full.gguf")[:, others] - want[:, others]).max() > 1e-2  # strength and weights applied
 
     again = CliRunner().invoke(train_main, ["merge", str(half), str(folder), "--base", str(base.parent / "hf")])
     assert again.exit_code == 1 and "is not empty" in again.output

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gguf
@@ -359,6 +359,46 @@ def test_lora_strength_scales_the_merged_delta(tmp_path: Path, tiny: TinyModel) 
         np.testing.assert_allclose(
             _float(patched[name]), tiny.weights[name] + _expected_delta(pair, 0.25 * 8.0 / 4), atol=1e-6
         )
+
+
+def test_lora_weights_scale_each_pair_and_weight_0_keeps_the_base_tensor(tmp_path: Path, tiny: TinyModel) -> None:
+    adapter_path = tmp_path / "adapter.safetensors"
+    embedding, _, pairs = make_adapter(adapter_path, tiny.path, lora_strength=0.5)
+    metadata = load_adapter(adapter_path).metadata
+    weights = {(0, "q_proj"): 0.0, (1, "down_proj"): 0.25}
+    weighted = [replace(p, weight=weights.get((p.layer, p.module), 1.0)) for p in pairs]
+    weighted_path = tmp_path / "weighted.safetensors"
+    save_adapter(weighted_path, metadata, embedding, None, weighted)
+    loaded = load_adapter(weighted_path)
+    assert {(p.layer, p.module): p.weight for p in loaded.loras if p.weight != 1.0} == weights
+    assert load_adapter(adapter_path).loras[0].weight == 1.0  # no weights tensor: 1 everywhere
+    assert "rf.lora_weights" not in read_safetensors(adapter_path)[0]
+
+    report = patch_gguf(tiny.path, weighted_path, tmp_path / "out.gguf", merged_type="F32")
+    patched, base = _tensors(tmp_path / "out.gguf"), _tensors(tiny.path)
+    assert "blk.0.attn_q.weight" not in {c.name for c in report.changes}
+    assert patched["blk.0.attn_q.weight"].tensor_type == base["blk.0.attn_q.weight"].tensor_type
+    assert np.array_equal(np.asarray(patched["blk.0.attn_q.weight"].data), np.asarray(base["blk.0.attn_q.weight"].data))
+    for pair in loaded.loras:
+        if pair.weight:
+            name = f"blk.{pair.layer}.{GGUF_STEM[pair.module]}.weight"
+            expected = tiny.weights[name] + _expected_delta(pair, pair.weight * 0.5 * 8.0 / 4)
+            np.testing.assert_allclose(_float(patched[name]), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        (np.ones((1, 7), np.float32), r"shape \[1, 7\].*at least 2"),
+        (np.ones((2, 6), np.float32), r"shape \[2, 6\]"),
+        (np.full((2, 7), -0.5, np.float32), "negative, NaN or infinite"),
+        (np.full((2, 7), np.nan, np.float32), "negative, NaN or infinite"),
+    ],
+)
+def test_bad_lora_weights_are_refused(tmp_path: Path, adapter: Path, weights: np.ndarray, message: str) -> None:
+    bad = _rewrite_adapter(adapter, tmp_path / "bad.safetensors", replace={"rf.lora_weights": weights})
+    with pytest.raises(ConversionError, match=message):
+        load_adapter(bad)
 
 
 def test_untied_output_gets_the_output_row(tmp_path: Path) -> None:

@@ -8,9 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from rfsdk import GuardedChat
-from rfsdk.convert.adapter import file_sha256, load_adapter, save_adapter
+from pydantic import ValidationError
+from rfsdk.convert.adapter import LoraPair, file_sha256, load_adapter, save_adapter
 from rfsdk.train.card import write_model_card
 from rfsdk.train.cli import main
+from rfsdk.train.strength_profiles import PROFILES, StrengthProfile
+from rfsdk.train.tune import Tuning, best_profile
 
 
 FIT_ARGS = [
@@ -124,7 +127,7 @@ def test_shrink_halves_the_adapter(tmp_path):
 def test_tune_picks_the_strongest_lora_within_the_kl_budget(fitted, tmp_path):
     base, out, _ = fitted
     adapter, tuned = out / "adapter.safetensors", tmp_path / "tuned.safetensors"
-    command = ["tune", str(adapter), str(tuned), "--base", str(base), "--pairs", "3", "--steps", "2", "--threads", "1"]
+    command = ["tune", str(adapter), str(tuned), "--base", str(base), "--pairs", "3", "--steps", "2", "--threads", "1", "--profile", "uniform"]
 
     def tune(max_kl: float) -> dict:
         result = CliRunner().invoke(main, [*command, "--max-kl", repr(max_kl)])
@@ -152,8 +155,37 @@ def test_tune_picks_the_strongest_lora_within_the_kl_budget(fitted, tmp_path):
     fit = {**json.loads((out / "fit.json").read_text()), "tuning": half, "calibration": half["calibration"]}
     write_model_card(tmp_path / "card.md", fit)
     card = (tmp_path / "card.md").read_text()
-    assert "## LoRA strength (rf-train tune, validation split)" in card
-    assert f"| {half['strength']:.4g} | {half['kl_nats_per_token']:.4f} |" in card
+    assert "## LoRA strength (rf-train tune, validation split)" in card and "profile 'uniform'" in card
+    assert f"| uniform | {half['strength']:.4g} | {half['kl_nats_per_token']:.4f} | {half['calibration']['validation']['tpr']:.3f} |" in card
+
+
+def test_tune_keeps_the_profile_with_the_best_validation_tpr(fitted, tmp_path):
+    base, out, _ = fitted
+    tuned = tmp_path / "tuned.safetensors"
+    command = ["tune", str(out / "adapter.safetensors"), str(tuned), "--base", str(base), "--pairs", "3", "--steps", "1"]
+    result = CliRunner().invoke(main, [*command, "--threads", "1", "--profile", "late-mlp", "--profile", "uniform", "--max-kl", "100"])
+    assert result.exit_code == 0, result.output
+    tuning = Tuning.model_validate_json(tuned.with_suffix(".tune.json").read_text())
+    assert [p.profile.name for p in tuning.profiles] == ["late-mlp", "uniform"]
+    assert all(p.strength == 1.0 and p.calibration.n_harmful > 0 for p in tuning.profiles)
+    best = best_profile(tuning.profiles)
+    assert tuning.profile == best.profile and tuning.calibration == best.calibration
+    assert f"{best.profile.name}: strength 1.0000" in result.output
+
+    rf = load_adapter(tuned)
+    n_layers = max(p.layer for p in rf.loras) + 1
+    assert [p.weight for p in rf.loras] == [best.profile.weight(p, n_layers) for p in rf.loras]
+    assert rf.metadata.rf_threshold == best.calibration.threshold
+
+
+def test_strength_profiles_weigh_modules_by_kind_and_layer_half():
+    profile = PROFILES["late-mlp"]
+    pair = lambda layer, module: LoraPair(layer, module, np.zeros((1, 1)), np.zeros((1, 1)))  # noqa: E731
+    assert [profile.weight(pair(layer, "q_proj"), 30) for layer in (0, 14, 15, 29)] == [0.0, 0.0, 1 / 3, 1 / 3]
+    assert [profile.weight(pair(layer, "down_proj"), 30) for layer in (0, 14, 15, 29)] == [0.5, 0.5, 1.0, 1.0]
+    assert {PROFILES["uniform"].weight(pair(layer, m), 3) for layer in range(3) for m in ("o_proj", "up_proj")} == {1.0}
+    with pytest.raises(ValidationError):
+        StrengthProfile(name="bad", attention=(-1.0, 1.0), mlp=(1.0, 1.0))
 
 
 def test_answer_kl_keeps_the_base_side_and_needs_the_base_only_once(fitted, tmp_path):

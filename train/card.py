@@ -47,13 +47,19 @@ def write_model_card(path: Path, fit: dict[str, Any]) -> None:
         lines += [
             "",
             "## LoRA strength (rf-train tune, validation split)",
-            f"The trained LoRA delta is scaled by {tuning['strength']:.4g}: the largest strength whose mean",
-            f"KL(base || model) on {tuning['answer_pairs']} benign validation answers stays within",
-            f"{tuning['max_kl']:g} nats/token. The calibration below is at this strength.",
+            f"The trained LoRA delta is weighted by the {_profile(tuning['profile'])} and scaled by",
+            f"{tuning['strength']:.4g}: the largest strength whose mean KL(base || model) on {tuning['answer_pairs']}",
+            f"benign validation answers stays within {tuning['max_kl']:g} nats/token. Of the profiles tried, it has",
+            "the highest validation TPR at the target FPR. The calibration below is at this strength.",
             "",
-            "| strength | KL nats/token |",
-            "|---|---|",
-            *(f"| {t['strength']:.4g} | {t['kl_nats_per_token']:.4f} |" for t in tuning["tried"]),
+            "| profile | strength | KL nats/token | validation TPR at the calibrated threshold |",
+            "|---|---|---|---|",
+            *(
+                f"| {p['profile']['name']} | {t['strength']:.4g} | {t['kl_nats_per_token']:.4f} | "
+                + (f"{p['calibration']['validation']['tpr']:.3f} |" if t["strength"] == p["strength"] else "|")
+                for p in tuning["profiles"]
+                for t in p["tried"]
+            ),
         ]
     calibration = fit["calibration"]
     if calibration is not None:
@@ -72,3 +78,11 @@ def write_model_card(path: Path, fit: dict[str, Any]) -> None:
             ]),
         ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _profile(profile: dict) -> str:
+    (a1, a2), (m1, m2) = profile["attention"], profile["mlp"]
+    return (
+        f"profile {profile['name']!r} (attention {a1:.3g} / {a2:.3g}, MLP {m1:.3g} / {m2:.3g} "
+        "in the first / second half of the layers)"
+    )

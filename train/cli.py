@@ -13,6 +13,7 @@ from rfsdk.errors import RfsdkError
 from rfsdk.model_source import default_base_model_path
 
 from .data import DEFAULT_SHAREGPT_LIMIT, load_dataset, summary
+from .strength_profiles import PROFILES
 
 ADAPTER_FILE = "adapter.safetensors"
 MODEL_FILE = "model.gguf"
@@ -71,7 +72,7 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1, ...")
 @click.option("--threads", type=int, help="CPU threads for torch and llama.cpp.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--init-adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from this trained adapter's LoRA and <rf> rows (as trained: its tuned strength is not applied) instead of a fresh LoRA.")
+@click.option("--init-adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from this trained adapter's LoRA and <rf> rows (as trained: its tuned strength and profile weights are not applied) instead of a fresh LoRA.")
 def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf_lr: float, rank: int, alpha: float,
         slot: str | None, start_probability: float, max_offset: int, onpolicy: int, max_len: int,
         rf_weight: float, benign_kl_weight: float, after_kl_weight: float, adversarial: bool, adv_epsilon: float,
@@ -115,16 +116,18 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
 @click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
 @click.option("--pairs", type=click.IntRange(min=1), default=60, show_default=True, help="Validation benign (prompt, answer) pairs the KL is measured on (their base log-probabilities are kept next to OUT while tuning: about 1.6 GB for 60).")
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="Bisection steps (precision 1/2**steps).")
+@click.option("--profile", "profiles", type=click.Choice(list(PROFILES)), multiple=True, default=list(PROFILES), show_default=True, help="Strength profile to try (repeatable); the one with the highest validation TPR is kept. uniform: every LoRA module alike; late-mlp: MLP over attention, second half of the layers over the first.")
 @click.option("--threads", type=int, help="CPU threads for llama.cpp.")
-def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr: float, pairs: int, steps: int, threads: int | None) -> None:
+def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr: float, pairs: int, steps: int, profiles: tuple[str, ...], threads: int | None) -> None:
     """Write OUT: ADAPTER at the strongest LoRA strength whose benign KL is within --max-kl.
 
-    Measures through llama.cpp on the validation split: the KL of each strength tried (1,
-    then bisection), then calibrates the threshold again at the chosen strength. Writes
-    OUT and OUT's .tune.json; ADAPTER is left as it is.
+    Measures through llama.cpp on the validation split, for each --profile: the KL of each
+    strength tried (1, then bisection), then the threshold calibrated at the chosen strength.
+    Keeps the profile with the highest validation TPR. Writes OUT and OUT's .tune.json;
+    ADAPTER is left as it is.
     """
     with _user_errors():
-        from rfsdk.evaluation.evalset import eval_set
+        from rfsdk.evaluation.evalset import benign_answer_pairs
 
         from .prompt_sets import prompt_set
         from .tune import tune_strength
@@ -135,15 +138,19 @@ def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr:
         examples = dataset.split("validation")
         tuning = tune_strength(
             adapter, base or default_base_model_path(), out,
-            answer_pairs=eval_set("validation", examples).benign_pairs[:pairs],
+            answer_pairs=benign_answer_pairs(examples)[:pairs],
             prompts=prompt_set(examples, train_prompts=dataset.prompts("train")),
-            max_kl=max_kl, target_fpr=target_fpr, steps=steps, n_threads=threads, progress=_progress,
+            max_kl=max_kl, target_fpr=target_fpr, profiles=[PROFILES[name] for name in dict.fromkeys(profiles)],
+            steps=steps, n_threads=threads, progress=_progress,
         )
-        for t in tuning.tried:
-            click.echo(f"strength {t.strength:.4f}: KL {t.kl_nats_per_token:.4f} nats/token", err=True)
+        for p in tuning.profiles:
+            for t in p.tried:
+                click.echo(f"{p.profile.name}: strength {t.strength:.4f}: KL {t.kl_nats_per_token:.4f} nats/token", err=True)
+            v = p.calibration.validation
+            click.echo(f"{p.profile.name}: validation TPR {v.tpr:.3f} at FPR {v.fpr:.3f}, ROC-AUC {v.roc_auc:.3f}", err=True)
         v = tuning.calibration.validation
         click.echo(
-            f"{out}: strength {tuning.strength:.4f} (KL {tuning.kl_nats_per_token:.4f} <= {max_kl:g}), "
+            f"{out}: profile {tuning.profile.name}, strength {tuning.strength:.4f} (KL {tuning.kl_nats_per_token:.4f} <= {max_kl:g}), "
             f"threshold {tuning.calibration.threshold:.6g}: validation TPR {v.tpr:.3f} at FPR {v.fpr:.3f}, ROC-AUC {v.roc_auc:.3f}"
         )
 

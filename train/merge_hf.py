@@ -16,7 +16,7 @@ _PEFT_PREFIX = "base_model.model."
 def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> int:
     """Write folder ``out``: ``base`` plus ``<rf>`` as a new special token and the merged LoRA.
 
-    The LoRA is added at the adapter's scale (its ``lora_strength`` included); the <rf>
+    The LoRA is added at the adapter's scale (its ``lora_strength`` and per-pair weights included); the <rf>
     row(s) come from the adapter; ``rf_config.json`` records its threshold. Returns the
     id of <rf>. ``base`` is a checkpoint folder or a GGUF (dequantized to float32).
     """
@@ -59,7 +59,7 @@ def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> int:
                 weight = model.get_submodule(name).weight
             except AttributeError:
                 raise ConversionError(f"{base} has no module {name} for the adapter's LoRA. Use the base it was trained on.") from None
-            delta = rf.metadata.lora_scale * torch.tensor(pair.b) @ torch.tensor(pair.a)
+            delta = rf.scale_of(pair) * torch.tensor(pair.b) @ torch.tensor(pair.a)
             if delta.shape != weight.shape:
                 raise ConversionError(
                     f"LoRA shape mismatch at {name}: B @ A is {list(delta.shape)} but the weight is {list(weight.shape)}."

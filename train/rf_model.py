@@ -111,8 +111,8 @@ class RfModel:
         """Start from ``adapter``'s trained weights: its LoRA matrices and <rf> row(s).
 
         The adapter must have been trained on this architecture with the same rank, alpha,
-        LoRA targets and slot. Its ``lora_strength`` is not applied: the strength is chosen
-        after training (``rf-train tune``), so the run continues from the weights as trained.
+        LoRA targets and slot. Its ``lora_strength`` and pair weights are not applied: both are
+        chosen after training (``rf-train tune``), so the run continues from the weights as trained.
         """
         meta = adapter.metadata
         rank, alpha = self._rank_alpha()

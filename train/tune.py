@@ -3,8 +3,11 @@
 The LoRA delta is scaled by a strength in (0, 1]; the benign KL to the base grows with it
 and so does detection. On the validation split, bisection finds the largest strength whose
 mean KL(base || <rf> model) per benign answer token stays within ``max_kl``; the threshold is
-then calibrated again for that strength. Everything is measured through llama.cpp on the
-GGUF that ``rf-convert patch`` assembles, as users get it.
+then calibrated again for that strength. A strength profile weighs the modules against each
+other first (attention and MLP, in the first and second half of the layers): each profile
+tried gets its own strength and calibration, and the one with the highest validation TPR at
+the target FPR is kept. Everything is measured through llama.cpp on the GGUF that
+``rf-convert patch`` assembles, as users get it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -23,6 +27,7 @@ from rfsdk.evaluation.utility import AnswerKL
 
 from .calibrate import Calibration, calibrate
 from .prompt_sets import PromptSet
+from .strength_profiles import PROFILES, StrengthProfile
 
 
 class StrengthTried(BaseModel):
@@ -34,17 +39,24 @@ class StrengthTried(BaseModel):
     kl_nats_per_token: float
 
 
-class Tuning(BaseModel):
-    """The chosen strength, every strength tried, and the calibration at the chosen one."""
+class ProfileTuning(BaseModel):
+    """One profile's strength within budget, every strength tried, and the calibration there."""
 
     model_config = ConfigDict(frozen=True)
 
+    profile: StrengthProfile
     strength: float
-    max_kl: float
     kl_nats_per_token: float
     tried: list[StrengthTried]
-    answer_pairs: int
     calibration: Calibration
+
+
+class Tuning(ProfileTuning):
+    """The chosen profile's tuning, the budget, and every profile tried (the chosen one included)."""
+
+    max_kl: float
+    answer_pairs: int
+    profiles: list[ProfileTuning]
 
 
 def choose_strength(kl_at: Callable[[float], float], max_kl: float, *, steps: int = 5) -> list[StrengthTried]:
@@ -81,9 +93,16 @@ def chosen(tried: Sequence[StrengthTried], max_kl: float) -> StrengthTried:
     return max((t for t in tried if t.kl_nats_per_token <= max_kl), key=lambda t: t.strength)
 
 
-def _with(rf: Adapter, path: Path, *, strength: float, threshold: float) -> Path:
+def best_profile(tunings: Sequence[ProfileTuning]) -> ProfileTuning:
+    """The tuning with the highest validation TPR at its calibrated threshold (then ROC-AUC; then the first)."""
+    return max(tunings, key=lambda t: (t.calibration.validation.tpr, t.calibration.validation.roc_auc))
+
+
+def _with(rf: Adapter, path: Path, *, profile: StrengthProfile, strength: float, threshold: float) -> Path:
     metadata = rf.metadata.model_copy(update={"lora_strength": strength, "rf_threshold": threshold})
-    save_adapter(path, metadata, rf.embedding, rf.output, rf.loras)
+    n_layers = max(pair.layer for pair in rf.loras) + 1
+    loras = [replace(pair, weight=profile.weight(pair, n_layers)) for pair in rf.loras]
+    save_adapter(path, metadata, rf.embedding, rf.output, loras)
     return path
 
 
@@ -96,51 +115,57 @@ def tune_strength(
     prompts: PromptSet,
     max_kl: float,
     target_fpr: float,
+    profiles: Sequence[StrengthProfile] = (PROFILES["uniform"],),
     steps: int = 5,
     n_threads: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Tuning:
-    """Write ``out``: ``adapter`` at the strongest LoRA strength within ``max_kl``, threshold recalibrated.
+    """Write ``out``: ``adapter`` with the best of ``profiles`` at its strongest strength within ``max_kl``.
 
-    Also writes ``out`` with the suffix ``.tune.json`` (the :class:`Tuning`).
+    Each profile gets its strength (bisection) and threshold (calibration); the one with the
+    highest validation TPR is written, threshold included. Also writes ``out`` with the
+    suffix ``.tune.json`` (the :class:`Tuning`).
     """
     rf = load_adapter(adapter)
     if not rf.loras:
         raise ConversionError(f"{adapter} has no LoRA weights, so there is no strength to tune.")
+    if not profiles:
+        raise ConversionError("no strength profile to tune; name at least one.")
     # Next to OUT, not in the system temp (often in memory): the kept base side is about
     # 200 KB per answer token (1.6 GB for the default 60 validation pairs).
     with tempfile.TemporaryDirectory(prefix=".rf-tune-", dir=out.resolve().parent) as folder:
         measure_kl = AnswerKL(base, answer_pairs, keep_base_in=Path(folder), n_threads=n_threads)
 
-        def assembled(strength: float) -> Path:
-            staged = _with(rf, Path(folder) / "adapter.safetensors", strength=strength, threshold=rf.metadata.rf_threshold)
+        def assembled(profile: StrengthProfile, strength: float) -> Path:
+            staged = Path(folder) / "adapter.safetensors"
+            _with(rf, staged, profile=profile, strength=strength, threshold=rf.metadata.rf_threshold)
             gguf = Path(folder) / "model.gguf"
             gguf.unlink(missing_ok=True)  # one 100+ MB model at a time
             patch_gguf(base, staged, gguf)
             return gguf
 
-        def kl_at(strength: float) -> float:
-            label = f"KL at strength {strength:.3f}"
-            if progress is not None:
-                progress(label, 0, 1)
-            kl = measure_kl(assembled(strength))[0]
-            if progress is not None:
-                progress(label, 1, 1)
-            return kl
+        def tuned(profile: StrengthProfile) -> ProfileTuning:
+            def kl_at(strength: float) -> float:
+                label = f"KL at strength {strength:.3f} ({profile.name})"
+                if progress is not None:
+                    progress(label, 0, 1)
+                kl = measure_kl(assembled(profile, strength))[0]
+                if progress is not None:
+                    progress(label, 1, 1)
+                return kl
 
-        tried = choose_strength(kl_at, max_kl, steps=steps)
-        best = chosen(tried, max_kl)
-        calibration = calibrate(
-            assembled(best.strength), prompts, target_fpr=target_fpr, n_threads=n_threads, progress=progress
-        )
-    _with(rf, out, strength=best.strength, threshold=calibration.threshold)
-    tuning = Tuning(
-        strength=best.strength,
-        max_kl=max_kl,
-        kl_nats_per_token=best.kl_nats_per_token,
-        tried=tried,
-        answer_pairs=len(answer_pairs),
-        calibration=calibration,
-    )
+            tried = choose_strength(kl_at, max_kl, steps=steps)
+            best = chosen(tried, max_kl)
+            calibration = calibrate(
+                assembled(profile, best.strength), prompts, target_fpr=target_fpr, n_threads=n_threads, progress=progress
+            )
+            return ProfileTuning(
+                profile=profile, strength=best.strength, kl_nats_per_token=best.kl_nats_per_token, tried=tried, calibration=calibration
+            )
+
+        tunings = [tuned(profile) for profile in profiles]
+    best = best_profile(tunings)
+    _with(rf, out, profile=best.profile, strength=best.strength, threshold=best.calibration.threshold)
+    tuning = Tuning(**dict(best), max_kl=max_kl, answer_pairs=len(answer_pairs), profiles=tunings)
     out.with_suffix(".tune.json").write_text(json.dumps(json.loads(tuning.model_dump_json()), indent=1) + "\n", encoding="utf-8")
     return tuning

@@ -32,23 +32,33 @@ def eval_set(
     prompts = prompt_set(
         examples, max_chars=max_chars, seed=seed, train_prompts=train_prompts, near_duplicate=near_duplicate
     )
-    pairs = [
-        (e.prompt, e.answer)
-        for e in examples
-        if e.kind in ("benign_answer", "benign_chat") and e.answer and len(e.prompt) + len(e.answer) <= max_chars
-    ]
     conversations = []
     for e in examples:
         users = [t.content for t in e.turns or () if t.role == "user" and len(t.content) <= max_chars // 3]
         if e.kind == "benign_chat" and len(users) >= 2:
             conversations.append(users[:turns_per_chat])
     rng = random.Random(seed)
+    pairs = _shuffled_pairs(examples, max_chars, rng)
     return EvalSet(
         split=split,
         harmful=prompts.harmful[:max_prompts],
         benign=prompts.benign[:max_prompts],
         edgy=prompts.edgy,
         near_duplicates_left_out=prompts.near_duplicates_left_out,
-        benign_pairs=rng.sample(pairs, len(pairs)),
+        benign_pairs=pairs,
         conversations=rng.sample(conversations, min(chats, len(conversations))),
     )
+
+
+def benign_answer_pairs(examples: Sequence[Example], *, max_chars: int = 1500, seed: int = 0) -> list[tuple[str, str]]:
+    """The benign (prompt, answer) pairs of ``examples`` in the order `eval_set` gives them."""
+    return _shuffled_pairs(examples, max_chars, random.Random(seed))
+
+
+def _shuffled_pairs(examples: Sequence[Example], max_chars: int, rng: random.Random) -> list[tuple[str, str]]:
+    pairs = [
+        (e.prompt, e.answer)
+        for e in examples
+        if e.kind in ("benign_answer", "benign_chat") and e.answer and len(e.prompt) + len(e.answer) <= max_chars
+    ]
+    return rng.sample(pairs, len(pairs))
