@@ -65,9 +65,10 @@ def lora_to_gguf(
     started = time.perf_counter()
     check_out_path(out, {adapter: "the ADAPTER file", base: "the --base file"}, force=force)
     rf = load_adapter(adapter)
-    if not rf.loras:
+    if not any(pair.weight > 0 for pair in rf.loras):
+        what = "every LoRA pair at weight 0 (rf.lora_weights)" if rf.loras else "no LoRA tensors"
         raise ConversionError(
-            f"{adapter} holds no LoRA tensors, only the <rf> row(s); there is nothing for a llama.cpp "
+            f"{adapter} holds {what}: only its <rf> row(s) change the model, and there is nothing for a llama.cpp "
             "adapter to carry. Use rf-convert patch BASE ADAPTER OUT to add <rf> to the base."
         )
     reader = open_gguf(base)

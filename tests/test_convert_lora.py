@@ -151,6 +151,11 @@ def test_other_refusals(made: tuple[Path, Path], tmp_path: Path) -> None:
     save_adapter(rows_only, rf.metadata, rf.embedding, rf.output)
     with pytest.raises(ConversionError, match=r"holds no LoRA tensors.*rf-convert patch"):
         lora_to_gguf(rows_only, tmp_path / "e.gguf", base=rf_base)
+    switched_off = tmp_path / "off.safetensors"
+    save_adapter(switched_off, rf.metadata, rf.embedding, rf.output, [replace(p, weight=0.0) for p in rf.loras])
+    with pytest.raises(ConversionError, match=r"every LoRA pair at weight 0.*rf-convert patch"):
+        lora_to_gguf(switched_off, tmp_path / "e.gguf", base=rf_base)
+    assert not (tmp_path / "e.gguf").exists()
 
     with pytest.raises(ConversionError, match=r"already exists.*--force"):
         lora_to_gguf(adapter, tmp_path / "a.gguf", base=rf_base)

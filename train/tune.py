@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rfsdk.convert.adapter import Adapter, load_adapter, save_adapter
 from rfsdk.convert.patch import patch_gguf
+from rfsdk.convert.reader import architecture, field_value, open_gguf
 from rfsdk.errors import ConversionError
 from rfsdk.evaluation.utility import AnswerKL
 
@@ -98,9 +99,10 @@ def best_profile(tunings: Sequence[ProfileTuning]) -> ProfileTuning:
     return max(tunings, key=lambda t: (t.calibration.validation.tpr, t.calibration.validation.roc_auc))
 
 
-def _with(rf: Adapter, path: Path, *, profile: StrengthProfile, strength: float, threshold: float) -> Path:
+def _with(
+    rf: Adapter, path: Path, *, n_layers: int, profile: StrengthProfile, strength: float, threshold: float
+) -> Path:
     metadata = rf.metadata.model_copy(update={"lora_strength": strength, "rf_threshold": threshold})
-    n_layers = max(pair.layer for pair in rf.loras) + 1
     loras = [replace(pair, weight=profile.weight(pair, n_layers)) for pair in rf.loras]
     save_adapter(path, metadata, rf.embedding, rf.output, loras)
     return path
@@ -131,6 +133,10 @@ def tune_strength(
         raise ConversionError(f"{adapter} has no LoRA weights, so there is no strength to tune.")
     if not profiles:
         raise ConversionError("no strength profile to tune; name at least one.")
+    reader = open_gguf(base)
+    # The profile's halves are the base model's, also for an adapter with LoRA on fewer layers.
+    n_layers = int(field_value(reader, f"{architecture(reader)}.block_count") or max(p.layer for p in rf.loras) + 1)
+    del reader
     # Next to OUT, not in the system temp (often in memory): the kept base side is about
     # 200 KB per answer token (1.6 GB for the default 60 validation pairs).
     with tempfile.TemporaryDirectory(prefix=".rf-tune-", dir=out.resolve().parent) as folder:
@@ -138,7 +144,7 @@ def tune_strength(
 
         def assembled(profile: StrengthProfile, strength: float) -> Path:
             staged = Path(folder) / "adapter.safetensors"
-            _with(rf, staged, profile=profile, strength=strength, threshold=rf.metadata.rf_threshold)
+            _with(rf, staged, n_layers=n_layers, profile=profile, strength=strength, threshold=rf.metadata.rf_threshold)
             gguf = Path(folder) / "model.gguf"
             gguf.unlink(missing_ok=True)  # one 100+ MB model at a time
             patch_gguf(base, staged, gguf)
@@ -165,7 +171,7 @@ def tune_strength(
 
         tunings = [tuned(profile) for profile in profiles]
     best = best_profile(tunings)
-    _with(rf, out, profile=best.profile, strength=best.strength, threshold=best.calibration.threshold)
+    _with(rf, out, n_layers=n_layers, profile=best.profile, strength=best.strength, threshold=best.calibration.threshold)
     tuning = Tuning(**dict(best), max_kl=max_kl, answer_pairs=len(answer_pairs), profiles=tunings)
     out.with_suffix(".tune.json").write_text(json.dumps(json.loads(tuning.model_dump_json()), indent=1) + "\n", encoding="utf-8")
     return tuning
