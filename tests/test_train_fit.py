@@ -208,3 +208,31 @@ def test_answer_kl_keeps_the_base_side_and_needs_the_base_only_once(fitted, tmp_
     assert first[0] == pytest.approx(direct[0], rel=1e-4)
     assert sorted(p.name for p in kept.iterdir()) == ["base-logprobs-0.npy", "base-logprobs-1.npy"]
 
+
+
+def test_refit_row_changes_only_the_rf_row_and_recalibrates(fitted, tmp_path):
+    base, out, _ = fitted
+    adapter, refit = out / "adapter.safetensors", tmp_path / "refit.safetensors"
+    command = ["refit-row", str(adapter), str(refit), "--base", str(base), "--examples", "12", "--onpolicy-benign", "4",
+               "--onpolicy", "2", "--threads", "1"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    record = json.loads(refit.with_suffix(".refit.json").read_text())
+    assert record["harmful_replies"] == record["benign_replies"] == 12 and record["onpolicy_benign_replies"] == 4
+    before, after = load_adapter(adapter), load_adapter(refit)
+    # The tiny base does not tie its embeddings: the output row moves, the input row stays.
+    assert np.array_equal(after.embedding, before.embedding) and not np.array_equal(after.output, before.output)
+    assert np.linalg.norm(after.output - before.output) == pytest.approx(record["row_change"], rel=1e-4)
+    assert [(p.hf_prefix, p.weight) for p in after.loras] == [(p.hf_prefix, p.weight) for p in before.loras]
+    assert all(np.array_equal(p.a, q.a) and np.array_equal(p.b, q.b) for p, q in zip(after.loras, before.loras))
+    assert after.metadata.lora_strength == before.metadata.lora_strength
+    assert after.metadata.rf_threshold == record["calibration"]["threshold"] and record["calibration"]["n_harmful"] > 100
+    assert not list(tmp_path.glob(".rf-refit-*"))  # the working folder next to OUT is removed
+
+    fit = {**json.loads((out / "fit.json").read_text()), "refit": record, "calibration": record["calibration"]}
+    write_model_card(tmp_path / "card.md", fit)
+    card = (tmp_path / "card.md").read_text()
+    assert "## <rf> row re-fit (rf-train refit-row, train split)" in card and f"moved by {record['row_change']:.3f}" in card
+
+    same = CliRunner().invoke(main, ["refit-row", str(adapter), str(adapter), "--base", str(base)])
+    assert same.exit_code != 0 and "OUT must differ from ADAPTER" in same.output

@@ -61,6 +61,17 @@ def write_model_card(path: Path, fit: dict[str, Any]) -> None:
                 for t in p["tried"]
             ),
         ]
+    refit = fit.get("refit")
+    if refit is not None:
+        lines += [
+            "",
+            "## <rf> row re-fit (rf-train refit-row, train split)",
+            "The `<rf>` output row was fitted again on the tuned model's final hidden states, for the guard's rule",
+            f"(one threshold at the reply start and at every later step): {refit['harmful_replies']} harmful and",
+            f"{refit['benign_replies']} benign training replies, plus {refit['onpolicy_benign_replies']} of the tuned model's own",
+            f"benign replies, L2 pull {refit['pull']:g} toward the trained row. The row moved by {refit['row_change']:.3f}",
+            f"(its norm was {refit['row_norm_before']:.3f}); the LoRA is unchanged. The calibration below is at the new row.",
+        ]
     calibration = fit["calibration"]
     if calibration is not None:
         v = calibration["validation"]

@@ -155,6 +155,53 @@ def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr:
         )
 
 
+@main.command("refit-row")
+@click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The GGUF the adapter was trained on (default: the bundled SmolLM2-135M-Instruct).")
+@click.option("--examples", type=click.IntRange(min=1), default=700, show_default=True, help="Harmful and benign training examples drawn (each).")
+@click.option("--onpolicy-benign", type=click.IntRange(min=0), default=500, show_default=True, help="Further benign training prompts the tuned model answers itself (96 tokens, about a second each).")
+@click.option("--onpolicy", type=click.IntRange(min=0), default=400, show_default=True, help="Harmful prompts with the base's own answers, as for rf-train fit (its cache is reused).")
+@click.option("--max-len", type=int, default=192, show_default=True, help="Longest training example in tokens, as for rf-train fit.")
+@click.option("--pull", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Weight of the L2 pull toward the trained row.")
+@click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
+@click.option("--threads", type=int, help="CPU threads for torch and llama.cpp.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def refit_row_command(adapter: Path, out: Path, base: Path | None, examples: int, onpolicy_benign: int, onpolicy: int, max_len: int,
+                      pull: float, target_fpr: float, threads: int | None, seed: int) -> None:
+    """Write OUT: ADAPTER (tuned) with its <rf> output row re-fitted to the guard's rule.
+
+    Fits the row on the tuned model's final hidden states, at the reply start and over
+    each reply (the model's own benign replies included), then calibrates the threshold
+    on the validation split. The LoRA stays as it is. Writes OUT and OUT's .refit.json;
+    ADAPTER is left as it is.
+    """
+    with _user_errors():
+        import torch
+
+        from .prompt_sets import prompt_set
+        from .recipe import RecipeConfig
+        from .refit_row import refit_row
+
+        if out.resolve() == adapter.resolve():
+            raise click.BadParameter("OUT must differ from ADAPTER, which is kept as it is", param_hint="OUT")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        dataset = load_dataset()
+        result = refit_row(
+            adapter, base or default_base_model_path(), out,
+            train_examples=dataset.split("train"), recipe=RecipeConfig(max_len=max_len, onpolicy_harmful=onpolicy, seed=seed),
+            prompts=prompt_set(dataset.split("validation"), seed=seed, train_prompts=dataset.prompts("train")),
+            examples=examples, onpolicy=onpolicy_benign, pull=pull, target_fpr=target_fpr, seed=seed, n_threads=threads,
+            progress=_progress,
+        )
+        v = result.calibration.validation
+        click.echo(
+            f"{out}: <rf> row moved by {result.row_change:.3f} (norm {result.row_norm_before:.3f}), threshold "
+            f"{result.calibration.threshold:.6g}: validation TPR {v.tpr:.3f} at FPR {v.fpr:.3f}, ROC-AUC {v.roc_auc:.3f}"
+        )
+
+
 @main.command()
 @click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))

@@ -20,16 +20,26 @@ def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> int:
     row(s) come from the adapter; ``rf_config.json`` records its threshold. Returns the
     id of <rf>. ``base`` is a checkpoint folder or a GGUF (dequantized to float32).
     """
+    if out.exists() and any(out.iterdir()):
+        raise ConversionError(f"{out} exists and is not empty; pick a new folder so nothing there is overwritten.")
+    model, tokenizer, rf_id = merged_model(adapter, base)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "rf_config.json").write_text(json.dumps({"threshold": load_adapter(adapter).metadata.rf_threshold}) + "\n", encoding="utf-8")
+    return rf_id
+
+
+def merged_model(adapter: Path, base: Path):
+    """(model, tokenizer, <rf> id): ``base`` in float32 with ``adapter`` merged, as ``merge_into_checkpoint`` saves it."""
     import torch
 
     rf = load_adapter(adapter)
     if rf.metadata.slot is not None or rf.metadata.rf_token != "<rf>":
         raise ConversionError(
             f"{adapter} uses the token {rf.metadata.slot or rf.metadata.rf_token!r} instead of a new <rf>; "
-            "a merged checkpoint carries <rf> as a new token only. Use rf-convert patch on the base GGUF instead."
+            "merging into a Hugging Face model (rf-train merge, refit-row) adds <rf> as a new token only. "
+            "Use rf-convert patch on the base GGUF to assemble it."
         )
-    if out.exists() and any(out.iterdir()):
-        raise ConversionError(f"{out} exists and is not empty; pick a new folder so nothing there is overwritten.")
     model, tokenizer = load_base(base)
     if "<rf>" in tokenizer.get_vocab():
         raise ConversionError(f"{base} already has <rf>; merge into the base the adapter was trained on.")
@@ -68,7 +78,4 @@ def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> int:
     model.hf_quantizer = None  # a GGUF base was dequantized on load: plain float weights now
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "rf_config.json").write_text(json.dumps({"threshold": rf.metadata.rf_threshold}) + "\n", encoding="utf-8")
-    return rf_id
+    return model, tokenizer, rf_id
