@@ -236,3 +236,6 @@ def test_refit_row_changes_only_the_rf_row_and_recalibrates(fitted, tmp_path):
 
     same = CliRunner().invoke(main, ["refit-row", str(adapter), str(adapter), "--base", str(base)])
     assert same.exit_code != 0 and "OUT must differ from ADAPTER" in same.output
+    for command in ("refit-row", "tune", "shrink"):  # refused before any work, not by a traceback at the end
+        missing = CliRunner().invoke(main, [command, str(adapter), str(tmp_path / "no-such-folder" / "out.safetensors")])
+        assert missing.exit_code == 2 and "no-such-folder" in missing.output and "does not exist; create it first" in missing.output

@@ -132,8 +132,7 @@ def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr:
         from .prompt_sets import prompt_set
         from .tune import tune_strength
 
-        if out.resolve() == adapter.resolve():
-            raise click.BadParameter("OUT must differ from ADAPTER, which is kept as it is", param_hint="OUT")
+        _check_out(adapter, out)
         dataset = load_dataset()
         examples = dataset.split("validation")
         tuning = tune_strength(
@@ -183,8 +182,7 @@ def refit_row_command(adapter: Path, out: Path, base: Path | None, examples: int
         from .recipe import RecipeConfig
         from .refit_row import refit_row
 
-        if out.resolve() == adapter.resolve():
-            raise click.BadParameter("OUT must differ from ADAPTER, which is kept as it is", param_hint="OUT")
+        _check_out(adapter, out)
         if threads is not None:
             torch.set_num_threads(threads)
         dataset = load_dataset()
@@ -229,9 +227,17 @@ def shrink(adapter: Path, out: Path) -> None:
     from rfsdk.convert.adapter import file_sha256, load_adapter, save_adapter
 
     with _user_errors():
+        _check_out(adapter, out)
         rf = load_adapter(adapter)
         save_adapter(out, rf.metadata, rf.embedding, rf.output, rf.loras, lora_dtype=np.float16)
         click.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB (was {adapter.stat().st_size / 1e6:.1f} MB), sha256 {file_sha256(out)}")
+
+def _check_out(adapter: Path, out: Path) -> None:
+    if out.resolve() == adapter.resolve():
+        raise click.BadParameter("OUT must differ from ADAPTER, which is kept as it is", param_hint="OUT")
+    if not out.parent.is_dir():
+        raise click.BadParameter(f"the folder of {out} does not exist; create it first", param_hint="OUT")
+
 
 class _user_errors:
     def __enter__(self) -> None:
