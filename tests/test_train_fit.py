@@ -130,7 +130,7 @@ def test_tune_picks_the_strongest_lora_within_the_kl_budget(fitted, tmp_path):
     command = ["tune", str(adapter), str(tuned), "--base", str(base), "--pairs", "3", "--steps", "2", "--threads", "1", "--profile", "uniform"]
 
     def tune(max_kl: float) -> dict:
-        result = CliRunner().invoke(main, [*command, "--max-kl", repr(max_kl)])
+        result = CliRunner().invoke(main, [*command, "--max-kl", repr(max_kl), "--force"])
         assert result.exit_code == 0, result.output
         return json.loads(tuned.with_suffix(".tune.json").read_text())
 
@@ -239,3 +239,7 @@ def test_refit_row_changes_only_the_rf_row_and_recalibrates(fitted, tmp_path):
     for command in ("refit-row", "tune", "shrink"):  # refused before any work, not by a traceback at the end
         missing = CliRunner().invoke(main, [command, str(adapter), str(tmp_path / "no-such-folder" / "out.safetensors")])
         assert missing.exit_code == 2 and "no-such-folder" in missing.output and "does not exist; create it first" in missing.output
+        kept = refit.read_bytes()
+        existing = CliRunner().invoke(main, [command, str(adapter), str(refit)])
+        assert existing.exit_code == 2 and "already exists" in existing.output and "--force" in existing.output
+        assert refit.read_bytes() == kept

@@ -118,7 +118,9 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="Bisection steps (precision 1/2**steps).")
 @click.option("--profile", "profiles", type=click.Choice(list(PROFILES)), multiple=True, default=list(PROFILES), show_default=True, help="Strength profile to try (repeatable); the one with the highest validation TPR is kept. uniform: every LoRA module alike; late-mlp: MLP over attention, second half of the layers over the first.")
 @click.option("--threads", type=int, help="CPU threads for llama.cpp.")
-def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr: float, pairs: int, steps: int, profiles: tuple[str, ...], threads: int | None) -> None:
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr: float, pairs: int, steps: int, profiles: tuple[str, ...], threads: int | None,
+         force: bool) -> None:
     """Write OUT: ADAPTER at the strongest LoRA strength whose benign KL is within --max-kl.
 
     Measures through llama.cpp on the validation split, for each --profile: the KL of each
@@ -132,7 +134,7 @@ def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr:
         from .prompt_sets import prompt_set
         from .tune import tune_strength
 
-        _check_out(adapter, out)
+        _check_out(adapter, out, force=force)
         dataset = load_dataset()
         examples = dataset.split("validation")
         tuning = tune_strength(
@@ -166,8 +168,9 @@ def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr:
 @click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
 @click.option("--threads", type=int, help="CPU threads for torch and llama.cpp.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def refit_row_command(adapter: Path, out: Path, base: Path | None, examples: int, onpolicy_benign: int, onpolicy: int, max_len: int,
-                      pull: float, target_fpr: float, threads: int | None, seed: int) -> None:
+                      pull: float, target_fpr: float, threads: int | None, seed: int, force: bool) -> None:
     """Write OUT: ADAPTER (tuned) with its <rf> output row re-fitted to the guard's rule.
 
     Fits the row on the tuned model's final hidden states, at the reply start and over
@@ -182,7 +185,7 @@ def refit_row_command(adapter: Path, out: Path, base: Path | None, examples: int
         from .recipe import RecipeConfig
         from .refit_row import refit_row
 
-        _check_out(adapter, out)
+        _check_out(adapter, out, force=force)
         if threads is not None:
             torch.set_num_threads(threads)
         dataset = load_dataset()
@@ -220,23 +223,26 @@ def merge(adapter: Path, out: Path, base: Path | None) -> None:
 @main.command()
 @click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-def shrink(adapter: Path, out: Path) -> None:
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def shrink(adapter: Path, out: Path, force: bool) -> None:
     """Write ADAPTER to OUT with float16 LoRA weights: half the size, as the bundled default ships."""
     import numpy as np
 
     from rfsdk.convert.adapter import file_sha256, load_adapter, save_adapter
 
     with _user_errors():
-        _check_out(adapter, out)
+        _check_out(adapter, out, force=force)
         rf = load_adapter(adapter)
         save_adapter(out, rf.metadata, rf.embedding, rf.output, rf.loras, lora_dtype=np.float16)
         click.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB (was {adapter.stat().st_size / 1e6:.1f} MB), sha256 {file_sha256(out)}")
 
-def _check_out(adapter: Path, out: Path) -> None:
+def _check_out(adapter: Path, out: Path, *, force: bool) -> None:
     if out.resolve() == adapter.resolve():
         raise click.BadParameter("OUT must differ from ADAPTER, which is kept as it is", param_hint="OUT")
     if not out.parent.is_dir():
         raise click.BadParameter(f"the folder of {out} does not exist; create it first", param_hint="OUT")
+    if out.exists() and not force:
+        raise click.BadParameter(f"{out} already exists; pick another path, or pass --force to replace it", param_hint="OUT")
 
 
 class _user_errors:
