@@ -16,7 +16,6 @@ and the model's ordinary text stay as they are. The threshold is calibrated agai
 
 from __future__ import annotations
 
-import json
 import random
 import tempfile
 import time
@@ -83,9 +82,9 @@ def reply_features(model, examples: Sequence[TokenizedExample], rf_id: int, row:
         ids = torch.tensor([example.prompt + answer])
         with torch.no_grad():
             out = model(ids, output_hidden_states=True)
-        first = len(example.prompt) - 1
-        h = out.hidden_states[-1][0, first : first + max(len(answer), 1)].double()
-        logits = out.logits[0, first : first + max(len(answer), 1)].double()
+        first, positions = len(example.prompt) - 1, max(len(answer), 1)
+        h = out.hidden_states[-1][0, first : first + positions].double()
+        logits = out.logits[0, first : first + positions].double()
         rf_logit = logits[:, rf_id].clone()
         if not torch.allclose(h @ torch.tensor(row, dtype=torch.float64), rf_logit, atol=1e-3, rtol=1e-3):
             raise ConversionError(
@@ -240,5 +239,5 @@ def refit_row(
         row_change=float(np.linalg.norm(new_row - row)), row_norm_before=float(np.linalg.norm(row)),
         seconds=round(time.perf_counter() - began, 1), calibration=calibration,
     )
-    out.with_suffix(".refit.json").write_text(json.dumps(json.loads(result.model_dump_json()), indent=1) + "\n", encoding="utf-8")
+    out.with_suffix(".refit.json").write_text(result.model_dump_json(indent=1) + "\n", encoding="utf-8")
     return result
