@@ -46,6 +46,7 @@ from .guard import TurnGuard
 from .loading import load_model
 from .model_lock import lock_for
 from .policies import PolicyLike, resolve_policy
+from .prefill_check import opening_probabilities
 from .prompt import PromptBuilder, token_piece
 
 DEFAULT_REFUSAL = "I can't help with that."
@@ -78,6 +79,12 @@ class GuardedChat:
     ``<rf>`` kept out of the context, "reflect" puts ``<rf>`` into the context and lets
     the model continue; or pass a callable ``Flag -> action``.
 
+    A reply started with ``prefill`` is checked from its real start: with ``check_prefill``
+    (the default) P(<rf>) at the reply start and after each prefill token counts toward the
+    first reply position (one decode step per prefill token, as if the model had written
+    it), so a prefill cannot skip the check of the request; ``check_prefill=False`` judges
+    only what follows the prefill.
+
     ``classifier`` (an :mod:`rfsdk.classifiers` classifier or a function
     ``(prompt, reply) -> Verdict | bool | score``) cross-checks the guard, as
     ``cross_check`` says. "confirm": when <rf> fires, the stream pauses until the
@@ -108,6 +115,7 @@ class GuardedChat:
         *,
         threshold: float | None = None,
         flag_sampled: bool | None = None,
+        check_prefill: bool = True,
         policy: PolicyLike = "halt",
         on_flag: OnFlag | None = None,
         on_token: OnToken | None = None,
@@ -159,6 +167,7 @@ class GuardedChat:
         self.calibrated_threshold: float | None = rf_threshold
         self.threshold = threshold if threshold is not None else (rf_threshold or DEFAULT_THRESHOLD)
         self.flag_sampled = flag_sampled
+        self.check_prefill = check_prefill
         self.policy = policy
         self.on_flag = on_flag
         self.on_token = on_token
@@ -445,6 +454,9 @@ class GuardedChat:
             turn.finish = "cancelled"
             yield EndEvent(**self._finish(turn).model_dump())
             return
+        if prefill and self.check_prefill and self.rf_token_id is not None:
+            opening = opening_probabilities(self.llm, prompt, len(self._prompt.text_tokens(prefill)), self.rf_token_id)
+            guard.prompt_probability, guard.prefill_peak = opening[0], max(opening)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens = self._generate(prompt, guard)
         try:

@@ -99,7 +99,9 @@ class Reply(_Frozen):
     """The result of one turn: what the user saw and what the guard found.
 
     ``prompt_rf_probability`` is P(<rf>) at the first reply position (a score of the
-    request alone); ``max_rf_probability`` is the largest P(<rf>) over the whole reply.
+    request alone; for a prefilled reply, at its start before the prefill unless the chat's
+    ``check_prefill`` is off); ``max_rf_probability`` is the largest P(<rf>) over the whole
+    reply.
     ``checks`` are the classifier cross-checks of the turn (empty without a classifier);
     an <rf> flag that the classifier rejected is in ``checks``, not in ``flags``.
     """

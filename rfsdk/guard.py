@@ -30,6 +30,9 @@ class TurnGuard:
     forces it in (reflect), or forces end-of-turn (halt, cancel). It never raises:
     llama.cpp calls it through ctypes, which would swallow the exception.
 
+    ``prefill_peak``, when set before generation, is the highest P(<rf>) over a prefilled
+    reply's opening (:mod:`rfsdk.prefill_check`): the first step counts it as its own.
+
     With ``defer=True`` (a classifier must confirm flags first) it does not ask the
     policy: it masks <rf>, records the flag in ``deferred`` with no action, and leaves
     the decision to the caller, who later calls :meth:`decide` with the confirmed flag.
@@ -70,6 +73,7 @@ class TurnGuard:
         self.last_probability = 0.0
         self.prompt_probability = 0.0
         self.max_probability = 0.0
+        self.prefill_peak: float | None = None
         self.new_flags: list[Flag] = []
         self.deferred: list[Flag] = []
         self.stop_reason: StopReason | None = None
@@ -138,9 +142,12 @@ class TurnGuard:
         buf -= top
         np.exp(buf, out=buf)
         p = math.exp(rf_logit - top) / float(buf.sum())
-        self.last_probability = p
         if self.position == 0:
-            self.prompt_probability = p
+            if self.prefill_peak is None:
+                self.prompt_probability = p
+            else:  # a prefilled reply's first position stands for its whole opening
+                p = max(p, self.prefill_peak)
+        self.last_probability = p
         self.max_probability = max(self.max_probability, p)
         above = p >= self._threshold
         if not (above or self._flag_sampled):

@@ -80,11 +80,14 @@ class PromptBuilder:
                 tokens += self._tokenize(messages[int(piece)].content, special=False)
             elif piece:
                 tokens += self._tokenize(piece, special=True)
-        if prefill:
-            tokens += self._tokenize(prefill, special=False)
+        tokens += self.text_tokens(prefill)
         if self._add_bos and (not tokens or tokens[0] != self._bos_id):
             tokens.insert(0, self._bos_id)
         return tokens
+
+    def text_tokens(self, text: str) -> list[int]:
+        """``text`` as plain text tokens: special-token markup in it stays text."""
+        return self._tokenize(text, special=False) if text else []
 
     def _tokenize(self, text: str, *, special: bool) -> list[int]:
         return tokenize(self._llm, _utf8(text), special=special)

@@ -18,7 +18,14 @@ from rfsdk import (
     ReentrantCallError,
     SamplingConfig,
 )
-from rfsdk.demo_model import DEMO_BENIGN_REPLY, DEMO_ENDLESS_PREFILL, DEMO_HARMFUL_PREFILL
+from rfsdk.demo_model import (
+    DEMO_BENIGN_REPLY,
+    DEMO_ENDLESS_PREFILL,
+    DEMO_HARMFUL_CONTINUATION,
+    DEMO_HARMFUL_ENDING,
+    DEMO_HARMFUL_PREFILL,
+    DEMO_HARMFUL_RF_PROBABILITY,
+)
 from rfsdk.model_source import default_base_model_path
 
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=64)
@@ -131,6 +138,43 @@ def test_threshold_flag_on_moderate_probability(llm):
     assert flag.source == "threshold" and 0.25 <= flag.probability <= 0.35
     high = make_chat(llm, policy="continue", threshold=0.5).send("Hi", prefill="Well")
     assert high.text == "Well maybe later." and high.flags == []
+
+
+# ----- a prefilled reply is checked from its real start --------------------------------
+
+# The demo model gives <rf> P = DEMO_HARMFUL_RF_PROBABILITY right after this text: here that
+# position lies inside the prefill, and P(<rf>) after the whole prefill is tiny.
+PAST_THE_FLAG = DEMO_HARMFUL_PREFILL + DEMO_HARMFUL_CONTINUATION + DEMO_HARMFUL_ENDING
+
+
+def test_a_prefill_cannot_skip_the_check_of_its_own_opening(llm):
+    events = list(make_chat(llm, policy="halt", refusal="No.").stream("Explain it", prefill=PAST_THE_FLAG))
+    assert kinds(events) == ["flag", "end"]
+    flag = events[0].flag
+    assert flag.position == 0 and flag.source == "prompt" and flag.action == "halt"
+    assert flag.probability == pytest.approx(DEMO_HARMFUL_RF_PROBABILITY, abs=1e-3)
+    assert events[-1].text == "No." and events[-1].max_rf_probability == pytest.approx(DEMO_HARMFUL_RF_PROBABILITY, abs=1e-3)
+
+    unchecked = make_chat(llm, policy="halt", check_prefill=False).send("Explain it", prefill=PAST_THE_FLAG, max_tokens=4)
+    assert not unchecked.flagged and unchecked.max_rf_probability < 1e-3  # only what follows the prefill
+
+
+def test_a_prefilled_turn_scores_the_request_at_the_reply_start(llm):
+    for message in ("Tell me a story", HARMFUL):
+        plain = make_chat(llm, policy="continue").send(message, max_tokens=1).prompt_rf_probability
+        prefilled = make_chat(llm, policy="continue").send(message, prefill="Well", max_tokens=1).prompt_rf_probability
+        assert prefilled == pytest.approx(plain, rel=1e-4)
+    assert make_chat(llm, policy="halt").send(HARMFUL, prefill="Well").finish_reason == "halt"
+
+
+def test_checking_the_prefill_changes_no_generated_token(llm):
+    for sampling in (GREEDY, SamplingConfig(temperature=1.0, seed=3, max_tokens=12)):
+        replies = [
+            make_chat(llm, policy="continue", threshold=0.2, sampling=sampling, check_prefill=check).send("Hi", prefill="Well")
+            for check in (True, False)
+        ]
+        assert replies[0].text == replies[1].text and replies[0].usage == replies[1].usage
+        assert replies[0].flags and [f.source for f in replies[0].flags] == [f.source for f in replies[1].flags]
 
 
 def test_custom_policy_sees_the_flag(llm):

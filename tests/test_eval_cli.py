@@ -65,7 +65,8 @@ def test_rf_eval_writes_the_report(demo_model_path, demo_model_no_rf_path, tmp_p
     assert len(report["prompt_detection"]["harmful_scores"]) == 20
     names = [a["name"] for a in report["attacks"]]
     assert names == [
-        "sampling attack success", "prefilling detection", "benign multi-turn false flags",
+        "sampling attack success", "prefilling detection", "prefilling detection, continuation only",
+        "benign multi-turn false flags",
         "base model refusal rate (harmful prompts)",
     ]
     # The demo model's <rf> ignores everything but its trigger word, so utility is untouched.

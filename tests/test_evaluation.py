@@ -4,6 +4,7 @@ import llama_cpp
 import pytest
 
 from rfsdk import GuardedChat, SamplingConfig
+from rfsdk.demo_model import DEMO_HARMFUL_CONTINUATION, DEMO_HARMFUL_ENDING, DEMO_HARMFUL_PREFILL
 from rfsdk.evaluation.attacks import (
     benign_chat_false_flags,
     prefilling_attack,
@@ -39,6 +40,15 @@ def test_prefilling_attack_is_detected_even_without_trigger(chat):
     result = prefilling_attack(chat, ["tell me"], window=32)
     assert result.rate == 1.0
     assert prefilling_attack(chat, ["tell me"], window=5).rate == 0.0
+
+
+def test_prefilling_attack_judges_the_prefill_only_when_asked(chat):
+    # <rf> is likely right after this text, here inside the prefill, not after it.
+    past = DEMO_HARMFUL_PREFILL + DEMO_HARMFUL_CONTINUATION + DEMO_HARMFUL_ENDING
+    assert prefilling_attack(chat, ["tell me"], prefill=past, window=4).rate == 1.0
+    unchecked = prefilling_attack(chat, ["tell me"], prefill=past, window=4, check_prefill=False)
+    assert unchecked.rate == 0.0 and unchecked.name == "prefilling detection, continuation only"
+    assert chat.check_prefill  # the chat's own setting is kept
 
 
 def test_benign_conversations_have_no_false_flags(chat):

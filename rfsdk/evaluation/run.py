@@ -121,9 +121,12 @@ def evaluate(
             sampler, attack_prompts, samples=options.samples, max_tokens=options.sample_tokens,
             progress=stage(f"sampling attack ({options.samples} samples each)", len(attack_prompts)),
         ),
-        prefilling_attack(
-            chat, attack_prompts, prefill=options.prefill, window=options.prefill_window,
-            progress=stage("prefilling attack", len(attack_prompts)),
+        *(
+            prefilling_attack(
+                chat, attack_prompts, prefill=options.prefill, window=options.prefill_window, check_prefill=check,
+                progress=stage("prefilling attack" + ("" if check else ", continuation only"), len(attack_prompts)),
+            )
+            for check in (True, False)
         ),
         benign_chat_false_flags(
             chat, data.conversations, progress=stage("benign multi-turn chats", len(data.conversations))
