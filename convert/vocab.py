@@ -61,9 +61,9 @@ class Vocab:
 
 
 def add_control_token(vocab: Vocab, text: str, slot: str | None) -> tuple[Vocab, int]:
-    """``vocab`` with CONTROL token ``text`` appended (or replacing token ``slot``), and its id."""
+    """``vocab`` with CONTROL token ``text`` appended (or replacing token ``slot``, which may be ``text`` itself), and its id."""
     existing = vocab.find(text)
-    if existing is not None:
+    if existing is not None and text != slot:
         raise ConversionError(
             f"the base model already has a {text!r} token (id {existing}, {vocab.type_name(existing)}). "
             "If it was patched before, patch the original base model instead; otherwise set the "

@@ -124,7 +124,7 @@ def check_out_path(out: Path, inputs: dict[Path, str], *, force: bool) -> None:
     missing folder, or an existing file without ``force``."""
     for path, what in inputs.items():
         if out.resolve() == path.resolve() or (out.exists() and path.exists() and out.samefile(path)):
-            raise ConversionError(f"OUT {out} is {what}; rf-convert never overwrites its inputs. Pick another OUT path.")
+            raise ConversionError(f"OUT {out} is {what}; rfsdk never overwrites its inputs. Pick another OUT path.")
     if out.is_dir():
         raise ConversionError(f"OUT {out} is a directory. Give the path of the .gguf file to write.")
     if not out.parent.is_dir():

@@ -3,11 +3,13 @@
 import json
 import shutil
 
+import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from rfsdk import GuardedChat
+from rfsdk.demo_model import build_demo_model
 from pydantic import ValidationError
 from rfsdk.convert.adapter import LoraPair, file_sha256, load_adapter, save_adapter
 from rfsdk.train.card import write_model_card
@@ -150,7 +152,7 @@ def test_tune_picks_the_strongest_lora_within_the_kl_budget(fitted, tmp_path):
     assert not list(tmp_path.glob(".rf-tune-*"))  # the working folder next to OUT is removed
 
     same = CliRunner().invoke(main, ["tune", str(adapter), str(adapter), "--base", str(base)])
-    assert same.exit_code != 0 and "OUT must differ from ADAPTER" in same.output
+    assert same.exit_code == 2 and "is ADAPTER; rfsdk never overwrites its inputs" in same.output
 
     fit = {**json.loads((out / "fit.json").read_text()), "tuning": half, "calibration": half["calibration"]}
     write_model_card(tmp_path / "card.md", fit)
@@ -228,6 +230,10 @@ def test_refit_row_changes_only_the_rf_row_and_recalibrates(fitted, tmp_path):
     assert after.metadata.lora_strength == before.metadata.lora_strength
     assert after.metadata.rf_threshold == record["calibration"]["threshold"] and record["calibration"]["n_harmful"] > 100
     assert not list(tmp_path.glob(".rf-refit-*"))  # the working folder next to OUT is removed
+    assert "on-policy benign replies: 4/4" in result.output
+    again = CliRunner().invoke(main, [*command, "--force"])  # the model's own replies come from the cache now
+    assert again.exit_code == 0 and "on-policy benign replies" not in again.output, again.output
+    assert np.array_equal(load_adapter(refit).output, after.output)
 
     fit = {**json.loads((out / "fit.json").read_text()), "refit": record, "calibration": record["calibration"]}
     write_model_card(tmp_path / "card.md", fit)
@@ -235,11 +241,92 @@ def test_refit_row_changes_only_the_rf_row_and_recalibrates(fitted, tmp_path):
     assert "## <rf> row re-fit (rf-train refit-row, train split)" in card and f"moved by {record['row_change']:.3f}" in card
 
     same = CliRunner().invoke(main, ["refit-row", str(adapter), str(adapter), "--base", str(base)])
-    assert same.exit_code != 0 and "OUT must differ from ADAPTER" in same.output
+    assert same.exit_code == 2 and "is ADAPTER; rfsdk never overwrites its inputs" in same.output
     for command in ("refit-row", "tune", "shrink"):  # refused before any work, not by a traceback at the end
         missing = CliRunner().invoke(main, [command, str(adapter), str(tmp_path / "no-such-folder" / "out.safetensors")])
-        assert missing.exit_code == 2 and "no-such-folder" in missing.output and "does not exist; create it first" in missing.output
+        assert missing.exit_code == 2 and "no-such-folder" in missing.output and "does not exist. Create it first" in missing.output
         kept = refit.read_bytes()
         existing = CliRunner().invoke(main, [command, str(adapter), str(refit)])
         assert existing.exit_code == 2 and "already exists" in existing.output and "--force" in existing.output
         assert refit.read_bytes() == kept
+
+
+def _deeper_tied_copy(src, dst, *, layers: int):
+    """``src`` (the one-layer demo model) with ``layers`` blocks (the added ones leave the residual stream
+    as it is) and its output tied to the token embeddings (no ``output.weight``)."""
+    reader = gguf.GGUFReader(src)
+    writer = gguf.GGUFWriter(dst, "llama")
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        vtype = field.types[0]
+        value = layers if name == "llama.block_count" else field.contents()
+        writer.add_key_value(name, value, vtype, sub_type=field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    tensors = {t.name: np.array(t.data) for t in reader.tensors if t.name != "output.weight"}
+    for layer in range(1, layers):
+        for name in [n for n in tensors if n.startswith("blk.0.")]:
+            copy = tensors[name].copy()
+            if name in ("blk.0.attn_output.weight", "blk.0.ffn_down.weight"):
+                copy[:] = 0.0
+            tensors[name.replace("blk.0.", f"blk.{layer}.", 1)] = copy
+    for name, tensor in tensors.items():
+        writer.add_tensor(name, tensor)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
+
+
+@pytest.fixture(scope="module")
+def slot_fitted(tmp_path_factory):
+    """A 2-step fit that takes over the existing token <rf> of a four-layer base with tied embeddings."""
+    tmp_path = tmp_path_factory.mktemp("slot-fit")
+    plain = build_demo_model(tmp_path / "plain.gguf", with_rf=True, rf_metadata=False)
+    base = _deeper_tied_copy(plain, tmp_path / "base.gguf", layers=4)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RFSDK_CACHE", str(tmp_path / "cache"))
+        args = ["fit", "--base", str(base), "--out", str(tmp_path / "run"), "--slot", "<rf>", *FIT_ARGS[: FIT_ARGS.index("--adversarial")]]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        yield base, tmp_path / "run"
+
+
+def test_a_slot_adapter_on_a_tied_base_is_trained_and_its_row_refitted(slot_fitted, tmp_path):
+    base, out = slot_fitted
+    rf = load_adapter(out / "adapter.safetensors")
+    assert rf.metadata.slot == "<rf>" and rf.output is None and max(p.layer for p in rf.loras) == 3
+    slot_id = gguf.GGUFReader(base).fields["tokenizer.ggml.tokens"].contents().index("<rf>")
+    assert gguf.GGUFReader(out / "model.gguf").fields["rf.token"].contents() == slot_id
+
+    refit = tmp_path / "refit.safetensors"
+    command = ["refit-row", str(out / "adapter.safetensors"), str(refit), "--base", str(base), "--examples", "8",
+               "--onpolicy-benign", "2", "--onpolicy", "2", "--max-len", "64", "--threads", "1"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    after = load_adapter(refit)
+    # Tied: the one <rf> row is both the input and the output row, and it is what moves.
+    assert after.output is None and after.metadata.slot == "<rf>"
+    assert np.linalg.norm(after.embedding - rf.embedding) == pytest.approx(
+        json.loads(refit.with_suffix(".refit.json").read_text())["row_change"], rel=1e-4)
+    assert not np.array_equal(after.embedding, rf.embedding)
+    assert all(np.array_equal(p.a, q.a) and np.array_equal(p.b, q.b) for p, q in zip(after.loras, rf.loras))
+
+    merged = CliRunner().invoke(main, ["merge", str(refit), str(tmp_path / "hf"), "--base", str(base)])
+    assert merged.exit_code == 1 and "instead of a new <rf>" in merged.output and "rf-convert patch" in merged.output
+
+
+def test_tune_splits_layers_into_halves_by_the_base_block_count(slot_fitted, tmp_path):
+    """An adapter with LoRA on the first two of four layers: both are in the first half."""
+    base, out = slot_fitted
+    rf = load_adapter(out / "adapter.safetensors")
+    partial = tmp_path / "partial.safetensors"
+    save_adapter(partial, rf.metadata, rf.embedding, rf.output, tuple(p for p in rf.loras if p.layer < 2))
+    tuned = tmp_path / "tuned.safetensors"
+    command = ["tune", str(partial), str(tuned), "--base", str(base), "--pairs", "2", "--steps", "1", "--threads", "1",
+               "--profile", "late-mlp", "--max-kl", "100"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    weights = {(p.layer, p.module): p.weight for p in load_adapter(tuned).loras}
+    assert {layer for layer, _ in weights} == {0, 1}
+    assert weights[1, "q_proj"] == 0.0 and weights[1, "down_proj"] == 0.5  # first half of 4, not second half of 2

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from rfsdk.errors import RfsdkError
+from rfsdk.convert.writer import check_out_path
+from rfsdk.errors import ConversionError, RfsdkError
 from rfsdk.model_source import default_base_model_path
 
 from .data import DEFAULT_SHAREGPT_LIMIT, load_dataset, summary
@@ -134,7 +135,7 @@ def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr:
         from .prompt_sets import prompt_set
         from .tune import tune_strength
 
-        _check_out(adapter, out, force=force)
+        _check_out(adapter, out, force=force, base=base)
         dataset = load_dataset()
         examples = dataset.split("validation")
         tuning = tune_strength(
@@ -185,7 +186,7 @@ def refit_row_command(adapter: Path, out: Path, base: Path | None, examples: int
         from .recipe import RecipeConfig
         from .refit_row import refit_row
 
-        _check_out(adapter, out, force=force)
+        _check_out(adapter, out, force=force, base=base)
         if threads is not None:
             torch.set_num_threads(threads)
         dataset = load_dataset()
@@ -236,13 +237,12 @@ def shrink(adapter: Path, out: Path, force: bool) -> None:
         save_adapter(out, rf.metadata, rf.embedding, rf.output, rf.loras, lora_dtype=np.float16)
         click.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB (was {adapter.stat().st_size / 1e6:.1f} MB), sha256 {file_sha256(out)}")
 
-def _check_out(adapter: Path, out: Path, *, force: bool) -> None:
-    if out.resolve() == adapter.resolve():
-        raise click.BadParameter("OUT must differ from ADAPTER, which is kept as it is", param_hint="OUT")
-    if not out.parent.is_dir():
-        raise click.BadParameter(f"the folder of {out} does not exist; create it first", param_hint="OUT")
-    if out.exists() and not force:
-        raise click.BadParameter(f"{out} already exists; pick another path, or pass --force to replace it", param_hint="OUT")
+def _check_out(adapter: Path, out: Path, *, force: bool, base: Path | None = None) -> None:
+    inputs = {adapter: "ADAPTER"} | ({base: "the --base model"} if base is not None else {})
+    try:
+        check_out_path(out, inputs, force=force)
+    except ConversionError as error:
+        raise click.BadParameter(str(error), param_hint="OUT") from None
 
 
 class _user_errors:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rfsdk.convert.adapter import load_adapter
+from rfsdk.convert.adapter import Adapter, load_adapter
 from rfsdk.errors import ConversionError
 
 from .base import load_base
@@ -22,27 +22,32 @@ def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> int:
     """
     if out.exists() and any(out.iterdir()):
         raise ConversionError(f"{out} exists and is not empty; pick a new folder so nothing there is overwritten.")
-    model, tokenizer, rf_id = merged_model(adapter, base)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "rf_config.json").write_text(json.dumps({"threshold": load_adapter(adapter).metadata.rf_threshold}) + "\n", encoding="utf-8")
-    return rf_id
-
-
-def merged_model(adapter: Path, base: Path):
-    """(model, tokenizer, <rf> id): ``base`` in float32 with ``adapter`` merged, as ``merge_into_checkpoint`` saves it."""
-    import torch
-
     rf = load_adapter(adapter)
     if rf.metadata.slot is not None or rf.metadata.rf_token != "<rf>":
         raise ConversionError(
             f"{adapter} uses the token {rf.metadata.slot or rf.metadata.rf_token!r} instead of a new <rf>; "
-            "merging into a Hugging Face model (rf-train merge, refit-row) adds <rf> as a new token only. "
+            "rf-train merge writes checkpoints for rf-convert hf, which needs a new <rf> token. "
             "Use rf-convert patch on the base GGUF to assemble it."
         )
+    model, tokenizer, rf_id = merged_model(rf, base)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "rf_config.json").write_text(json.dumps({"threshold": rf.metadata.rf_threshold}) + "\n", encoding="utf-8")
+    return rf_id
+
+
+def merged_model(rf: Adapter, base: Path):
+    """(model, tokenizer, <rf> id): ``base`` in float32 with the adapter ``rf`` merged, as ``merge_into_checkpoint`` saves it.
+
+    The <rf> token is added, or with an adapter trained on a ``slot`` that existing token takes its rows.
+    """
+    import torch
+
     model, tokenizer = load_base(base)
-    if "<rf>" in tokenizer.get_vocab():
-        raise ConversionError(f"{base} already has <rf>; merge into the base the adapter was trained on.")
+    token, vocab = rf.metadata.slot or rf.metadata.rf_token, tokenizer.get_vocab()
+    if (token in vocab) != (rf.metadata.slot is not None):
+        problem = f"already has {token}" if token in vocab else f"has no token {token!r}, the adapter's slot"
+        raise ConversionError(f"{base} {problem}; merge into the base the adapter was trained on.")
     embeddings = model.get_input_embeddings().weight
     tied = model.get_output_embeddings().weight is embeddings
     if embeddings.shape[1] != rf.embedding.shape[0]:
@@ -55,8 +60,11 @@ def merged_model(adapter: Path, base: Path):
             f"{base} {'ties' if tied else 'does not tie'} its output to the embeddings but the adapter "
             f"{'has' if rf.output is not None else 'lacks'} an rf.output row. Use the base the adapter was trained on."
         )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<rf>"]})
-    rf_id = tokenizer.convert_tokens_to_ids("<rf>")
+    if rf.metadata.slot is not None:
+        rf_id = vocab[token]
+    else:
+        tokenizer.add_special_tokens({"additional_special_tokens": [token]})
+        rf_id = tokenizer.convert_tokens_to_ids(token)
     if rf_id >= embeddings.shape[0]:
         model.resize_token_embeddings(rf_id + 1, mean_resizing=False)
     with torch.no_grad():

@@ -16,6 +16,8 @@ and the model's ordinary text stay as they are. The threshold is calibrated agai
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import tempfile
 import time
@@ -26,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from rfsdk.convert.adapter import load_adapter, save_adapter
+from rfsdk.convert.adapter import file_sha256, load_adapter, save_adapter
+from rfsdk.convert.keys import RF_TOKEN
 from rfsdk.convert.patch import patch_gguf
 from rfsdk.errors import ConversionError
 from rfsdk.model_source import cache_dir
@@ -112,7 +115,7 @@ def onpolicy_replies(model: Path, prompts: Sequence[list[int]], *, max_tokens: i
 
     llm = llama_cpp.Llama(str(model), n_ctx=max(len(p) for p in prompts) + max_tokens + 1, n_threads=n_threads,
                           seed=seed, verbose=False)
-    (rf_id,) = llm.tokenize(b"<rf>", add_bos=False, special=True)
+    rf_id = int(llm.metadata[RF_TOKEN])
 
     def without_rf(_ids, logits):
         logits[rf_id] = -np.inf
@@ -131,6 +134,22 @@ def onpolicy_replies(model: Path, prompts: Sequence[list[int]], *, max_tokens: i
         if progress is not None:
             progress("on-policy benign replies", index + 1, len(prompts))
     llm.close()
+    return replies
+
+
+def cached_onpolicy_replies(cache: Path, model_sha256: str, model: Path, prompts: Sequence[list[int]], *, max_tokens: int,
+                            seed: int, n_threads: int | None, progress: Progress | None = None) -> list[TokenizedExample]:
+    """``onpolicy_replies``, kept in ``cache`` (JSON lines) under ``model_sha256``, the prompts and settings, and read back next time."""
+    key = hashlib.sha256(json.dumps([model_sha256, list(map(list, prompts)), max_tokens, seed]).encode()).hexdigest()
+    if cache.is_file():
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record["key"] == key:
+                return [TokenizedExample(prompt=list(p), answer=a) for p, a in zip(prompts, record["answers"])]
+    replies = onpolicy_replies(model, prompts, max_tokens=max_tokens, seed=seed, n_threads=n_threads, progress=progress)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with cache.open("a", encoding="utf-8") as out:
+        out.write(json.dumps({"key": key, "answers": [r.answer for r in replies]}) + "\n")
     return replies
 
 
@@ -204,7 +223,7 @@ def refit_row(
     rf = load_adapter(adapter)
     tied = rf.output is None
     row = np.asarray(rf.embedding if tied else rf.output, dtype=np.float64)
-    model, tokenizer, rf_id = merged_model(adapter, base)
+    model, tokenizer, rf_id = merged_model(rf, base)
     data = build_training_set(train_examples, tokenizer, recipe, onpolicy_model=base,
                               cache_dir=cache_dir() / "onpolicy" / base.stem, progress=progress)
     rng = random.Random(seed)
@@ -216,8 +235,10 @@ def refit_row(
     with tempfile.TemporaryDirectory(prefix=".rf-refit-", dir=out.resolve().parent) as folder:
         gguf = Path(folder) / "model.gguf"
         patch_gguf(base, adapter, gguf)
-        own = onpolicy_replies(gguf, onpolicy_prompts, max_tokens=onpolicy_tokens, seed=seed, n_threads=n_threads,
-                               progress=progress) if onpolicy_prompts else []
+        own = cached_onpolicy_replies(
+            cache_dir() / "refit" / f"onpolicy-benign-{base.stem}.jsonl", rf.sha256 + file_sha256(base), gguf, onpolicy_prompts,
+            max_tokens=onpolicy_tokens, seed=seed, n_threads=n_threads, progress=progress,
+        ) if onpolicy_prompts else []
         features = [
             reply_features(model, drawn, rf_id, row, span=span, progress=progress, label=label)
             for drawn, span, label in ((drawn_harmful, HARMFUL_SPAN, "harmful features"), (drawn_benign, None, "benign features"),
