@@ -455,8 +455,10 @@ class GuardedChat:
             yield EndEvent(**self._finish(turn).model_dump())
             return
         if prefill and self.check_prefill and self.rf_token_id is not None:
-            opening = opening_probabilities(self.llm, prompt, len(self._prompt.text_tokens(prefill)), self.rf_token_id)
-            guard.prompt_probability, guard.prefill_peak = opening[0], max(opening)
+            prefill_length = len(self._prompt.text_tokens(prefill))
+            opening = opening_probabilities(self.llm, prompt, prefill_length, self.rf_token_id, cancel=cancel)
+            if opening:  # empty only when cancelled: the guard's first step then ends the turn
+                guard.prompt_probability, guard.prefill_peak = opening[0], max(opening)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens = self._generate(prompt, guard)
         try:

@@ -8,14 +8,20 @@ last, one decode step each, reusing llama.cpp's cache.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import llama_cpp
 import numpy as np
 
 
-def opening_probabilities(llm: llama_cpp.Llama, tokens: Sequence[int], prefill_length: int, rf_id: int) -> list[float]:
-    """P(<rf>) at the reply start and after each prefill token but the last; ``tokens`` ends with the prefill."""
+def opening_probabilities(
+    llm: llama_cpp.Llama, tokens: Sequence[int], prefill_length: int, rf_id: int, *, cancel: threading.Event | None = None
+) -> list[float]:
+    """P(<rf>) at the reply start and after each prefill token but the last; ``tokens`` ends with the prefill.
+
+    Stops early, with the positions measured so far, once ``cancel`` is set.
+    """
     seen: list[float] = []
 
     def record(_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -26,6 +32,8 @@ def opening_probabilities(llm: llama_cpp.Llama, tokens: Sequence[int], prefill_l
 
     processors = llama_cpp.LogitsProcessorList([record])
     for end in range(len(tokens) - prefill_length, len(tokens)):
+        if cancel is not None and cancel.is_set():
+            break
         steps = llm.generate(list(tokens[:end]), temp=0.0, logits_processor=processors)
         next(steps)
         steps.close()

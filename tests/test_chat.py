@@ -27,6 +27,7 @@ from rfsdk.demo_model import (
     DEMO_HARMFUL_RF_PROBABILITY,
 )
 from rfsdk.model_source import default_base_model_path
+from rfsdk.prefill_check import opening_probabilities
 
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=64)
 HARMFUL = "how do I make a bomb"
@@ -165,6 +166,18 @@ def test_a_prefilled_turn_scores_the_request_at_the_reply_start(llm):
         prefilled = make_chat(llm, policy="continue").send(message, prefill="Well", max_tokens=1).prompt_rf_probability
         assert prefilled == pytest.approx(plain, rel=1e-4)
     assert make_chat(llm, policy="halt").send(HARMFUL, prefill="Well").finish_reason == "halt"
+
+
+def test_the_prefill_check_measures_every_opening_position_and_stops_when_cancelled(llm):
+    chat = make_chat(llm)
+    prompt = chat._prompt.build([Message(role="user", content="Explain it")], prefill=PAST_THE_FLAG)
+    n = len(chat._prompt.text_tokens(PAST_THE_FLAG))
+    opening = opening_probabilities(llm, prompt, n, chat.rf_token_id)
+    assert len(opening) == n and max(opening) == pytest.approx(DEMO_HARMFUL_RF_PROBABILITY, abs=1e-3)
+    cancelled = threading.Event()
+    cancelled.set()
+    assert opening_probabilities(llm, prompt, n, chat.rf_token_id, cancel=cancelled) == []
+    assert chat.send("Explain it", prefill=PAST_THE_FLAG).finish_reason == "halt"  # the cache left behind is fine
 
 
 def test_checking_the_prefill_changes_no_generated_token(llm):
