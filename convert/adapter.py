@@ -19,6 +19,7 @@ and string metadata described by :class:`AdapterMetadata`.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -151,8 +152,9 @@ def lora_prefix(layer: int, module: str) -> str:
     return f"base_model.model.model.layers.{layer}.{_MODULE_GROUP[module]}.{module}"
 
 
-def load_adapter(path: Path) -> Adapter:
+def load_adapter(path: str | os.PathLike[str]) -> Adapter:
     """Read and validate the adapter file ``path``."""
+    path = Path(path)
     tensors, header = read_safetensors(path)
     metadata = _parse_metadata(path, header)
     embedding = _row(path, tensors, EMBEDDING_KEY)
@@ -177,7 +179,7 @@ def load_adapter(path: Path) -> Adapter:
 
 
 def save_adapter(
-    path: Path,
+    path: str | os.PathLike[str],
     metadata: AdapterMetadata,
     embedding: np.ndarray,
     output: np.ndarray | None = None,
@@ -202,7 +204,7 @@ def save_adapter(
         for pair in loras:
             weights[pair.layer, _MODULE_COLUMN[pair.module]] = pair.weight
         tensors[LORA_WEIGHTS_KEY] = weights
-    write_safetensors(path, tensors, metadata.to_header())
+    write_safetensors(Path(path), tensors, metadata.to_header())
 
 
 def file_sha256(path: Path) -> str:

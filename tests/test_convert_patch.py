@@ -619,6 +619,9 @@ def test_adapter_round_trip(tmp_path: Path, adapter: Path) -> None:
         adapter, tmp_path / "f16.safetensors", replace={"rf.embedding": loaded.embedding.astype(np.float16)}
     )
     np.testing.assert_allclose(load_adapter(half).embedding, loaded.embedding, atol=1e-2)
+    as_text = str(tmp_path / "text-path.safetensors")  # plain string paths work too
+    save_adapter(as_text, loaded.metadata, loaded.embedding, loaded.output, loaded.loras)
+    assert load_adapter(as_text).metadata == loaded.metadata
 
 
 def test_bf16_tensors_are_widened(tmp_path: Path) -> None:
