@@ -25,7 +25,7 @@ from .model_source import cache_dir, default_base_model_path
 _DEMO_FILE = "rfsdk-demo-v1.gguf"
 ADAPTER_FILE = "smollm2-135m-rf.safetensors"
 """The shipped adapter, in the package folder ``rfsdk/data``."""
-ADAPTER_SHA256 = "b60a52ef545afbadfd0dbe8ebfb987fc062857ad21f55f0da4964e05eaf2c0e1"
+ADAPTER_SHA256 = "e07cf17c721818745a5f61640a7d9bb7d6595eb9cbc80386274b4d471cc78636"
 """sha256 of the shipped adapter, checked before it is applied."""
 
 Progress = Callable[[str, int, int], None]
