@@ -456,9 +456,7 @@ class GuardedChat:
             return
         if prefill and self.check_prefill and self.rf_token_id is not None:
             prefill_length = len(self._prompt.text_tokens(prefill))
-            opening = opening_probabilities(self.llm, prompt, prefill_length, self.rf_token_id, cancel=cancel)
-            if opening:  # empty only when cancelled: the guard's first step then ends the turn
-                guard.prompt_probability, guard.prefill_peak = opening[0], max(opening)
+            guard.open_with(opening_probabilities(self.llm, prompt, prefill_length, self.rf_token_id, cancel=cancel))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens = self._generate(prompt, guard)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -29,9 +30,6 @@ class TurnGuard:
     when <rf> would be sampled below it (once per run of consecutive flagged steps), asks the policy, and then masks <rf> out,
     forces it in (reflect), or forces end-of-turn (halt, cancel). It never raises:
     llama.cpp calls it through ctypes, which would swallow the exception.
-
-    ``prefill_peak``, when set before generation, is the highest P(<rf>) over a prefilled
-    reply's opening (:mod:`rfsdk.prefill_check`): the first step counts it as its own.
 
     With ``defer=True`` (a classifier must confirm flags first) it does not ask the
     policy: it masks <rf>, records the flag in ``deferred`` with no action, and leaves
@@ -73,7 +71,7 @@ class TurnGuard:
         self.last_probability = 0.0
         self.prompt_probability = 0.0
         self.max_probability = 0.0
-        self.prefill_peak: float | None = None
+        self._prefill_peak: float | None = None
         self.new_flags: list[Flag] = []
         self.deferred: list[Flag] = []
         self.stop_reason: StopReason | None = None
@@ -143,10 +141,10 @@ class TurnGuard:
         np.exp(buf, out=buf)
         p = math.exp(rf_logit - top) / float(buf.sum())
         if self.position == 0:
-            if self.prefill_peak is None:
+            if self._prefill_peak is None:
                 self.prompt_probability = p
             else:  # a prefilled reply's first position stands for its whole opening
-                p = max(p, self.prefill_peak)
+                p = max(p, self._prefill_peak)
         self.last_probability = p
         self.max_probability = max(self.max_probability, p)
         above = p >= self._threshold
@@ -185,6 +183,14 @@ class TurnGuard:
         assert self._generation_start is not None
         start = max(self._generation_start, len(self._context) - self._penalty_window)
         return self._context[start:]
+
+    def open_with(self, probabilities: Sequence[float]) -> None:
+        """Take P(<rf>) over a prefilled reply's opening, the reply start first, measured before
+        generation (:mod:`rfsdk.prefill_check`): the first step counts the highest as its own.
+        An empty list (the measurement was cancelled) changes nothing."""
+        if probabilities:
+            self.prompt_probability = probabilities[0]
+            self._prefill_peak = max(probabilities)
 
     def decide(self, flag: Flag, *, can_reflect: bool = True) -> str:
         """Ask the policy about ``flag``, record it with the action, and return the action.
