@@ -186,3 +186,65 @@ def test_merged_checkpoint_converts_to_the_patched_model(made: tuple[Path, Path]
 
     again = CliRunner().invoke(train_main, ["merge", str(half), str(folder), "--base", str(base.parent / "hf")])
     assert again.exit_code == 1 and "is not empty" in again.output
+
+
+RESERVED = "<|reserved_special_token_0|>"
+
+
+def _slot_adapter(folder: Path, case: str, slot: str) -> tuple[Path, Path, Path, int]:
+    """(HF base with RESERVED, its GGUF, an adapter trained-looking on ``slot``, the slot's id)."""
+    from rfsdk.train.rf_model import RfModel
+
+    src = build_checkpoint(folder / "plain", CASES[case], with_rf=False)
+    model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+    tokenizer.add_special_tokens({"additional_special_tokens": [RESERVED]})
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    hf = folder / "hf"
+    model.save_pretrained(hf)
+    tokenizer.save_pretrained(hf)
+    base = folder / "base.gguf"
+    convert_hf(hf, base, outtype="f32", require_rf=False)
+
+    rf = RfModel.prepare(model, tokenizer, rank=4, alpha=8.0, slot=slot)
+    with torch.no_grad():
+        for lora in rf.loras.values():
+            lora.lora_b.copy_(torch.randn(lora.lora_b.shape, generator=torch.Generator().manual_seed(2)) * 0.2)
+        model.get_input_embeddings().weight[rf.rf_id] += 0.5  # a trained row, not the slot token's own
+    adapter = folder / "adapter.safetensors"
+    rf.save_adapter(adapter, base_model="tiny", threshold=0.3, slot=slot)
+    return hf, base, adapter, rf.rf_id
+
+
+@pytest.mark.parametrize("case", ["llama-tied-smollm", "qwen2-untied"])
+def test_a_slot_adapter_merges_with_its_slot_renamed(case: str, tmp_path: Path) -> None:
+    """An adapter trained on a reserved token: the merged checkpoint calls that token <rf>, as rf-convert patch does."""
+    from rfsdk.train.cli import main as train_main
+
+    hf, base, adapter, slot_id = _slot_adapter(tmp_path, case, RESERVED)
+    folder = tmp_path / "merged-hf"
+    result = CliRunner().invoke(train_main, ["merge", str(adapter), str(folder), "--base", str(hf)])
+    assert result.exit_code == 0, result.output
+    assert f"<rf> is token {slot_id}" in result.output and RESERVED in result.output
+    merged_tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    assert merged_tokenizer.encode("<rf>", add_special_tokens=False) == [slot_id]
+    assert RESERVED not in merged_tokenizer.get_vocab()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no partial folder left
+
+    hf_report = convert_hf(folder, tmp_path / "from-hf.gguf", outtype="f32")
+    patched = patch_gguf(base, adapter, tmp_path / "patched.gguf")
+    assert hf_report.rf_token_id == patched.rf_token_id == slot_id
+    from_hf, want = _logits(tmp_path / "from-hf.gguf"), _logits(tmp_path / "patched.gguf")
+    assert np.abs(from_hf - want).max() <= 1e-4
+    assert np.abs(_logits(base) - want).max() > 1e-2  # the adapter really changes the logits
+
+
+def test_a_slot_on_the_eos_token_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from rfsdk.train.cli import main as train_main
+
+    hf, _, adapter, _ = _slot_adapter(tmp_path, "llama-tied-smollm", "<|im_end|>")
+    folder = tmp_path / "merged-hf"
+    result = CliRunner().invoke(train_main, ["merge", str(adapter), str(folder), "--base", str(hf)])
+    assert result.exit_code == 1 and "is the tokenizer's eos_token" in result.output
+    assert not folder.exists()

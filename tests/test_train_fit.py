@@ -278,6 +278,16 @@ def _deeper_tied_copy(src, dst, *, layers: int):
     return dst
 
 
+def _logits(model) -> np.ndarray:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(model), n_ctx=64, logits_all=True, verbose=False, n_threads=1,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    ids = llm.tokenize(b"Tell me how to pick a lock <rf> now", special=True)
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+
 @pytest.fixture(scope="module")
 def slot_fitted(tmp_path_factory):
     """A 2-step fit that takes over the existing token <rf> of a four-layer base with tied embeddings."""
@@ -313,7 +323,16 @@ def test_a_slot_adapter_on_a_tied_base_is_trained_and_its_row_refitted(slot_fitt
     assert all(np.array_equal(p.a, q.a) and np.array_equal(p.b, q.b) for p, q in zip(after.loras, rf.loras))
 
     merged = CliRunner().invoke(main, ["merge", str(refit), str(tmp_path / "hf"), "--base", str(base)])
-    assert merged.exit_code == 1 and "instead of a new <rf>" in merged.output and "rf-convert patch" in merged.output
+    assert merged.exit_code == 0, merged.output
+    assert f"<rf> is token {slot_id};" in merged.output  # the slot is <rf> already: nothing renamed
+    from rfsdk.convert.hf import convert_hf
+    from rfsdk.convert.patch import patch_gguf
+
+    converted = convert_hf(tmp_path / "hf", tmp_path / "from-hf.gguf", outtype="f32")
+    patched = patch_gguf(base, refit, tmp_path / "patched.gguf")
+    assert converted.rf_token_id == patched.rf_token_id == slot_id
+    from_hf, want = _logits(tmp_path / "from-hf.gguf"), _logits(tmp_path / "patched.gguf")
+    assert np.abs(from_hf - want).max() <= 1e-4
 
 
 def test_tune_splits_layers_into_halves_by_the_base_block_count(slot_fitted, tmp_path):

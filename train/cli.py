@@ -212,13 +212,15 @@ def merge(adapter: Path, out: Path, base: Path | None) -> None:
     """Write folder OUT: the base as a full HF checkpoint with <rf> and ADAPTER's LoRA merged.
 
     The result converts with `rf-convert hf OUT model.gguf` (any --outtype, or llama.cpp's
-    own tools); rf_config.json carries the adapter's threshold.
+    own tools); rf_config.json carries the adapter's threshold. An adapter trained with
+    --slot keeps the slot's id, and the saved tokenizer calls that token <rf>.
     """
     with _user_errors():
         from .merge_hf import merge_into_checkpoint
 
-        rf_id = merge_into_checkpoint(adapter, base or default_base_model_path(), out)
-        click.echo(f"{out}: merged checkpoint, <rf> is token {rf_id}; convert it with: rf-convert hf {out} model.gguf")
+        rf_id, slot = merge_into_checkpoint(adapter, base or default_base_model_path(), out)
+        renamed = f" (the slot {slot!r}, renamed)" if slot not in (None, "<rf>") else ""
+        click.echo(f"{out}: merged checkpoint, <rf> is token {rf_id}{renamed}; convert it with: rf-convert hf {out} model.gguf")
 
 
 @main.command()

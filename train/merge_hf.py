@@ -3,37 +3,64 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from rfsdk.convert.adapter import Adapter, load_adapter
+from rfsdk.convert.hf_vocab import RF_TEXT
 from rfsdk.errors import ConversionError
 
 from .base import load_base
+from .tokenizer_files import rename_special_token
 
 _PEFT_PREFIX = "base_model.model."
 
 
-def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> int:
-    """Write folder ``out``: ``base`` plus ``<rf>`` as a new special token and the merged LoRA.
+def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> tuple[int, str | None]:
+    """Write folder ``out``: ``base`` plus ``<rf>`` as a special token and the merged LoRA.
 
     The LoRA is added at the adapter's scale (its ``lora_strength`` and per-pair weights included); the <rf>
     row(s) come from the adapter; ``rf_config.json`` records its threshold. Returns the
-    id of <rf>. ``base`` is a checkpoint folder or a GGUF (dequantized to float32).
+    id of <rf> and the adapter's slot. ``base`` is a checkpoint folder or a GGUF (dequantized to float32). An
+    adapter trained on a ``slot`` keeps that token's id, renamed to <rf> as ``rf-convert patch`` does.
     """
     if out.exists() and any(out.iterdir()):
         raise ConversionError(f"{out} exists and is not empty; pick a new folder so nothing there is overwritten.")
     rf = load_adapter(adapter)
-    if rf.metadata.slot is not None or rf.metadata.rf_token != "<rf>":
+    if rf.metadata.rf_token != RF_TEXT:
         raise ConversionError(
-            f"{adapter} uses the token {rf.metadata.slot or rf.metadata.rf_token!r} instead of a new <rf>; "
-            "rf-train merge writes checkpoints for rf-convert hf, which needs a new <rf> token. "
+            f"{adapter} names its token {rf.metadata.rf_token!r}; rf-convert hf finds the token as {RF_TEXT}. "
             "Use rf-convert patch on the base GGUF to assemble it."
         )
     model, tokenizer, rf_id = merged_model(rf, base)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "rf_config.json").write_text(json.dumps({"threshold": rf.metadata.rf_threshold}) + "\n", encoding="utf-8")
-    return rf_id
+    slot = rf.metadata.slot
+    if slot is not None and slot != RF_TEXT:
+        _refuse_named_special(tokenizer, slot)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # out appears only when complete
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        if slot is not None:
+            rename_special_token(partial, slot, RF_TEXT, rf_id)
+        (partial / "rf_config.json").write_text(json.dumps({"threshold": rf.metadata.rf_threshold}) + "\n", encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return rf_id, slot
+
+
+def _refuse_named_special(tokenizer, slot: str) -> None:
+    roles = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
+    for role in roles:
+        if getattr(tokenizer, role, None) == slot:
+            raise ConversionError(
+                f"the adapter's slot {slot!r} is the tokenizer's {role}; renaming it to {RF_TEXT} would break "
+                "the tokenizer. Use rf-convert patch on the base GGUF, or train on an unused reserved token."
+            )
 
 
 def merged_model(rf: Adapter, base: Path):
