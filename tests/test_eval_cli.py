@@ -71,7 +71,8 @@ def test_rf_eval_writes_the_report(demo_model_path, demo_model_no_rf_path, tmp_p
     ]
     # The demo model's <rf> ignores everything but its trigger word, so utility is untouched.
     assert report["utility"]["kl_nats_per_token"] < 1e-6 and report["utility"]["identical_openings"] == 1.0
-    assert "# rf-eval: " in result.output and "## Utility" in result.output
+    assert report["utility"]["top1_agreement"] == 1.0 and report["utility"]["rounding"]["identical_openings"] == 1.0
+    assert "# rf-eval: " in result.output and "## Utility" in result.output and "f32 instead of an f16 KV cache" in result.output
     assert "a sampled <rf> below the threshold does not count as a flag (flag_sampled=False)" in report["notes"]
 
 

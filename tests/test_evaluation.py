@@ -66,7 +66,9 @@ def test_utility_of_an_unchanged_model_is_perfect(demo_model_path, demo_model_no
         prompts=["hi", "what is bread"],
     )
     assert result.kl_nats_per_token < 1e-6 and result.answer_tokens > 5
-    assert result.identical_openings == 1.0
+    assert result.identical_openings == 1.0 and result.top1_agreement == 1.0
+    assert result.rounding is not None and result.rounding.identical_openings == 1.0
+    assert result.rounding.kl_nats_per_token < 1e-4 and result.rounding.top1_agreement == 1.0
 
 
 

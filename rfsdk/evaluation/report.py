@@ -60,8 +60,19 @@ class EvalReport(BaseModel):
                 "## Utility",
                 "",
                 f"- mean KL(base ‖ guarded): {u.kl_nats_per_token:.4f} nats/token over {u.answer_tokens} answer tokens",
-                f"- identical greedy openings ({u.opening_tokens} tokens): {u.identical_openings:.1%} of {u.prompts} prompts",
             ]
+            if u.top1_agreement is not None:
+                lines.append(f"- same most likely token as the base on those answer tokens: {u.top1_agreement:.1%}")
+            lines.append(
+                f"- identical greedy openings ({u.opening_tokens} tokens): {u.identical_openings:.1%} of {u.prompts} prompts"
+            )
+            if u.rounding is not None:
+                r = u.rounding
+                lines.append(
+                    "- for reference, rounding alone (the base against itself with an f32 instead of an f16 KV cache): "
+                    f"KL {r.kl_nats_per_token:.4f}, same most likely token {r.top1_agreement:.1%}, "
+                    f"identical greedy openings {r.identical_openings:.1%}"
+                )
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import llama_cpp
 import numpy as np
@@ -14,8 +14,28 @@ from ..config import SamplingConfig
 from ..events import Message
 
 
+class RoundingReference(BaseModel):
+    """The base model against itself with an f32 instead of an f16 KV cache: rounding alone.
+
+    What the utility measures give for a change of arithmetic only, with no weight
+    changed; a guarded model cannot be expected to do better.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kl_nats_per_token: float
+    top1_agreement: float
+    identical_openings: float
+
+
 class Utility(BaseModel):
-    """Mean per-token KL(base || guarded) on benign answers, and identical greedy openings."""
+    """How far the guarded model's text moves from its base's.
+
+    Mean per-token KL(base || guarded) and the share of positions with the same most
+    likely token, both on benign answers read by both models; the share of prompts whose
+    first ``opening_tokens`` greedy reply tokens are identical; and the same measures for
+    rounding alone (``rounding``). The last two fields are None in reports made before them.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -24,6 +44,16 @@ class Utility(BaseModel):
     identical_openings: float
     opening_tokens: int
     prompts: int
+    top1_agreement: float | None = None
+    rounding: RoundingReference | None = None
+
+
+class AnswerComparison(NamedTuple):
+    """KL(base || model) per answer token, the share of answer positions with the same top token, and the count."""
+
+    kl_nats_per_token: float
+    top1_agreement: float
+    answer_tokens: int
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -67,8 +97,10 @@ class AnswerKL:
         self._tokens: list[tuple[list[int], list[int]]] | None = None
         self._kept: list[Path] | None = None  # the base side, once one call has kept all of it
 
-    def _llama(self, path: Path) -> llama_cpp.Llama:
-        return llama_cpp.Llama(str(path), n_ctx=self._n_ctx, logits_all=True, verbose=False, n_threads=self._n_threads)
+    def _llama(self, path: Path, **llama_kwargs: Any) -> llama_cpp.Llama:
+        return llama_cpp.Llama(
+            str(path), n_ctx=self._n_ctx, logits_all=True, verbose=False, n_threads=self._n_threads, **llama_kwargs
+        )
 
     def _tokenize(self, scorer: llama_cpp.Llama) -> list[tuple[list[int], list[int]]]:
         template = GuardedChat(scorer)
@@ -102,15 +134,23 @@ class AnswerKL:
             yield p
 
     def __call__(self, model_path: Path) -> tuple[float, int]:
-        scorer = self._llama(model_path)
+        comparison = self.compare(model_path)
+        return comparison.kl_nats_per_token, comparison.answer_tokens
+
+    def compare(self, model_path: Path, **llama_kwargs: Any) -> AnswerComparison:
+        """KL and top-1 agreement of the model at ``model_path`` (loaded with ``llama_kwargs``) against the base."""
+        scorer = self._llama(model_path, **llama_kwargs)
         if self._tokens is None:
             self._tokens = self._tokenize(scorer)
-        total = 0.0
+        total, same = 0.0, 0
         for (prompt, answer), p in zip(self._tokens, self._base_sides(self._tokens)):
             q = answer_logprobs(scorer, prompt, answer, p.shape[1])
             total += float((np.exp(p) * (p - q)).sum())
+            same += int((p.argmax(axis=1) == q.argmax(axis=1)).sum())
         count = sum(len(answer) for _, answer in self._tokens)
-        return (total / count if count else 0.0), count
+        if not count:
+            return AnswerComparison(0.0, 1.0, 0)
+        return AnswerComparison(total / count, same / count, count)
 
 
 def answer_kl(
@@ -125,25 +165,19 @@ def answer_kl(
     return AnswerKL(base_path, pairs, n_ctx=n_ctx, n_threads=n_threads)(guarded_path)
 
 
-def identical_openings(
-    base_path: Path,
-    guarded_path: Path,
-    prompts: Sequence[str],
-    *,
-    tokens: int = 64,
-    chat_template: str | None = None,
-    n_threads: int | None = None,
-) -> float:
-    """Share of prompts whose first ``tokens`` greedy reply tokens are the same for both models."""
-    greedy = SamplingConfig(temperature=0.0, max_tokens=tokens)
-    guarded = GuardedChat(guarded_path, policy="continue", threshold=1.0, sampling=greedy, n_threads=n_threads)
-    base = GuardedChat(base_path, allow_unguarded=True, sampling=greedy, chat_template=chat_template, n_threads=n_threads)
-    same = 0
+_F32_CACHE = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32}
+
+
+def _greedy_openings(chat: GuardedChat, prompts: Sequence[str]) -> list[str]:
+    replies = []
     for prompt in prompts:
-        guarded.reset()
-        base.reset()
-        same += guarded.send(prompt).text == base.send(prompt).text
-    return same / len(prompts) if prompts else 0.0
+        chat.reset()
+        replies.append(chat.send(prompt).text)
+    return replies
+
+
+def _share_same(a: Sequence[str], b: Sequence[str]) -> float:
+    return sum(x == y for x, y in zip(a, b)) / len(a) if a else 0.0
 
 
 def utility(
@@ -155,12 +189,27 @@ def utility(
     opening_tokens: int = 64,
     n_threads: int | None = None,
 ) -> Utility:
-    """Both utility measures in one result."""
-    kl, n = answer_kl(base_path, guarded_path, pairs, n_threads=n_threads)
+    """KL and top-1 agreement on ``pairs`` and identical greedy openings of ``prompts``, with the rounding reference."""
+    answers = AnswerKL(base_path, pairs, n_threads=n_threads)
+    guarded_answers = answers.compare(guarded_path)
+    rounding_answers = answers.compare(base_path, **_F32_CACHE)
+    greedy = SamplingConfig(temperature=0.0, max_tokens=opening_tokens)
+
+    def base_chat(**llama_kwargs: Any) -> GuardedChat:
+        return GuardedChat(base_path, allow_unguarded=True, sampling=greedy, n_threads=n_threads, llama_kwargs=llama_kwargs)
+
+    base = _greedy_openings(base_chat(), prompts)
+    guarded = GuardedChat(guarded_path, policy="continue", threshold=1.0, sampling=greedy, n_threads=n_threads)
     return Utility(
-        kl_nats_per_token=kl,
-        answer_tokens=n,
-        identical_openings=identical_openings(base_path, guarded_path, prompts, tokens=opening_tokens, n_threads=n_threads),
+        kl_nats_per_token=guarded_answers.kl_nats_per_token,
+        answer_tokens=guarded_answers.answer_tokens,
+        top1_agreement=guarded_answers.top1_agreement,
+        identical_openings=_share_same(base, _greedy_openings(guarded, prompts)),
         opening_tokens=opening_tokens,
         prompts=len(prompts),
+        rounding=RoundingReference(
+            kl_nats_per_token=rounding_answers.kl_nats_per_token,
+            top1_agreement=rounding_answers.top1_agreement,
+            identical_openings=_share_same(base, _greedy_openings(base_chat(**_F32_CACHE), prompts)),
+        ),
     )
