@@ -242,9 +242,16 @@ def test_a_slot_adapter_merges_with_its_slot_renamed(case: str, tmp_path: Path) 
 
 def test_a_slot_on_the_eos_token_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     from rfsdk.train.cli import main as train_main
+    from rfsdk.train.rf_model import RfModel, RfTokenError
 
-    hf, _, adapter, _ = _slot_adapter(tmp_path, "llama-tied-smollm", "<|im_end|>")
+    hf, _, adapter, _ = _slot_adapter(tmp_path, "llama-tied-smollm", RESERVED)
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)
+    with pytest.raises(RfTokenError, match="is the tokenizer's eos_token"):
+        RfModel.prepare(model, transformers.AutoTokenizer.from_pretrained(hf), slot="<|im_end|>")
+    rf = load_adapter(adapter)  # an adapter that names the EOS token anyway
+    eos = tmp_path / "eos.safetensors"
+    save_adapter(eos, rf.metadata.model_copy(update={"slot": "<|im_end|>"}), rf.embedding, rf.output, rf.loras)
     folder = tmp_path / "merged-hf"
-    result = CliRunner().invoke(train_main, ["merge", str(adapter), str(folder), "--base", str(hf)])
+    result = CliRunner().invoke(train_main, ["merge", str(eos), str(folder), "--base", str(hf)])
     assert result.exit_code == 1 and "is the tokenizer's eos_token" in result.output
     assert not folder.exists()

@@ -191,12 +191,12 @@ def test_strength_profiles_weigh_modules_by_kind_and_layer_half():
 
 
 def test_answer_kl_keeps_the_base_side_and_needs_the_base_only_once(fitted, tmp_path):
-    from rfsdk.evaluation.utility import AnswerKL, answer_kl
+    from rfsdk.evaluation.utility import AnswerKL
 
     base, out, _ = fitted
     model = out / "model.gguf"
     pairs = [("how to bake bread", "Mix flour, water and yeast, then bake it."), ("hi", "Hello there friend!")]
-    direct = answer_kl(base, model, pairs, n_threads=1)
+    direct = AnswerKL(base, pairs, n_threads=1)(model)
     copy = tmp_path / "base.gguf"
     shutil.copyfile(base, copy)
     kept = tmp_path / "kept"
@@ -349,3 +349,19 @@ def test_tune_splits_layers_into_halves_by_the_base_block_count(slot_fitted, tmp
     weights = {(p.layer, p.module): p.weight for p in load_adapter(tuned).loras}
     assert {layer for layer, _ in weights} == {0, 1}
     assert weights[1, "q_proj"] == 0.0 and weights[1, "down_proj"] == 0.5  # first half of 4, not second half of 2
+
+
+@pytest.mark.parametrize(
+    ("base_fixture", "slot", "message"),
+    [
+        ("demo_model_no_rf_path", "<no such token>", "is not a token of this tokenizer"),
+        ("demo_model_no_rf_path", "<|im_end|>", "is the tokenizer's eos_token"),
+        ("demo_model_path", None, "take it over with slot='<rf>' (rf-train fit --slot '<rf>')"),
+    ],
+)
+def test_fit_refuses_a_token_it_cannot_use_with_a_clear_error(base_fixture, slot, message, request, tmp_path):
+    base = request.getfixturevalue(base_fixture)
+    args = ["fit", "--base", str(base), "--out", str(tmp_path / "run"), *FIT_ARGS]
+    result = CliRunner().invoke(main, args + (["--slot", slot] if slot else []))
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "adapter.safetensors").exists()

@@ -12,7 +12,7 @@ from rfsdk.convert.hf_vocab import RF_TEXT
 from rfsdk.errors import ConversionError
 
 from .base import load_base
-from .tokenizer_files import rename_special_token
+from .tokenizer_files import rename_special_token, special_role
 
 _PEFT_PREFIX = "base_model.model."
 
@@ -35,8 +35,12 @@ def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> tuple[int, st
         )
     model, tokenizer, rf_id = merged_model(rf, base)
     slot = rf.metadata.slot
-    if slot is not None and slot != RF_TEXT:
-        _refuse_named_special(tokenizer, slot)
+    role = None if slot is None else special_role(tokenizer, slot)
+    if role is not None:
+        raise ConversionError(
+            f"the adapter's slot {slot!r} is the tokenizer's {role}; renaming it to {RF_TEXT} would break the "
+            "tokenizer. Train on an unused reserved token instead."
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # out appears only when complete
     try:
@@ -51,16 +55,6 @@ def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> tuple[int, st
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return rf_id, slot
-
-
-def _refuse_named_special(tokenizer, slot: str) -> None:
-    roles = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
-    for role in roles:
-        if getattr(tokenizer, role, None) == slot:
-            raise ConversionError(
-                f"the adapter's slot {slot!r} is the tokenizer's {role}; renaming it to {RF_TEXT} would break "
-                "the tokenizer. Use rf-convert patch on the base GGUF, or train on an unused reserved token."
-            )
 
 
 def merged_model(rf: Adapter, base: Path):

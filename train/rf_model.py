@@ -11,6 +11,7 @@ from rfsdk.convert.adapter import Adapter, AdapterMetadata, LoraPair, save_adapt
 from rfsdk.errors import RfsdkError
 
 from .lora import LoRALinear, adapters_disabled, add_lora
+from .tokenizer_files import special_role
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _NEVER = -1.0e4  # the frozen base never emits <rf>: its logit is pinned far below the rest
@@ -18,6 +19,10 @@ _NEVER = -1.0e4  # the frozen base never emits <rf>: its logit is pinned far bel
 
 class AdapterMismatchError(RfsdkError, ValueError):
     """The adapter a run should start from was trained on another model or LoRA shape."""
+
+
+class RfTokenError(RfsdkError, ValueError):
+    """The <rf> token cannot be added, or the named slot cannot be taken over, in this tokenizer."""
 
 
 class RfModel:
@@ -49,10 +54,18 @@ class RfModel:
         if slot is not None:
             rf_id = tokenizer.convert_tokens_to_ids(slot)
             if rf_id is None or rf_id == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(rf_id) != slot:
-                raise ValueError(f"slot {slot!r} is not a token of this tokenizer; name an existing reserved token.")
+                raise RfTokenError(f"slot {slot!r} is not a token of this tokenizer; name an existing reserved token.")
+            role = special_role(tokenizer, slot)
+            if role is not None:
+                raise RfTokenError(
+                    f"slot {slot!r} is the tokenizer's {role}; taking it over would break the chat format. "
+                    "Name an unused reserved token, or leave the slot out to add <rf>."
+                )
         else:
             if token in tokenizer.get_vocab():
-                raise ValueError(f"the tokenizer already has {token!r}; pass slot={token!r} to reuse it.")
+                raise RfTokenError(
+                    f"the tokenizer already has {token!r}; take it over with slot={token!r} (rf-train fit --slot {token!r})."
+                )
             tokenizer.add_special_tokens({"additional_special_tokens": [token]})
             rf_id = tokenizer.convert_tokens_to_ids(token)
             if rf_id >= model.get_input_embeddings().weight.shape[0]:

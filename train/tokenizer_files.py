@@ -9,6 +9,12 @@ from typing import Any
 from rfsdk.errors import ConversionError
 
 _SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+_ROLES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
+
+
+def special_role(tokenizer, token: str) -> str | None:
+    """The role (``"eos_token"``, ...) that ``token`` has in ``tokenizer``, or None."""
+    return next((role for role in _ROLES if getattr(tokenizer, role, None) == token), None)
 
 
 def rename_special_token(folder: Path, old: str, new: str, token_id: int) -> None:

@@ -72,7 +72,8 @@ def answer_logprobs(llm: llama_cpp.Llama, prompt: list[int], answer: list[int], 
 class AnswerKL:
     """Mean KL(base || model) per answer token on fixed benign (prompt, answer) pairs.
 
-    Call it with each model to compare; it returns ``(kl, answer_tokens)``. Both models
+    Call it with each model to compare; it returns ``(kl, answer_tokens)`` (``compare``
+    adds the top-1 agreement). Both models
     read the same tokens (the first compared model's chat template and tokenizer); the
     compared model's distribution is renormalised over the base vocabulary, without <rf>.
     With ``keep_base_in`` (a folder) the base's log-probabilities are computed on the
@@ -151,18 +152,6 @@ class AnswerKL:
         if not count:
             return AnswerComparison(0.0, 1.0, 0)
         return AnswerComparison(total / count, same / count, count)
-
-
-def answer_kl(
-    base_path: Path,
-    guarded_path: Path,
-    pairs: Sequence[tuple[str, str]],
-    *,
-    n_ctx: int = 2048,
-    n_threads: int | None = None,
-) -> tuple[float, int]:
-    """Mean KL(base || guarded) per answer token, over the base vocabulary (see :class:`AnswerKL`)."""
-    return AnswerKL(base_path, pairs, n_ctx=n_ctx, n_threads=n_threads)(guarded_path)
 
 
 _F32_CACHE = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32}
