@@ -1,4 +1,4 @@
-"""Edits to a saved Hugging Face tokenizer's files that transformers has no API for."""
+"""Tokenizer details transformers has no API for: a token's special role, and renaming a token in saved files."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def rename_special_token(folder: Path, old: str, new: str, token_id: int) -> Non
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise ConversionError(
-            f"the tokenizer saved in {folder} has no tokenizer.json, so its token {old!r} cannot be renamed to "
+            f"the base's tokenizer saves no tokenizer.json, so its token {old!r} cannot be renamed to "
             f"{new}. Use rf-convert patch on the base GGUF instead."
         )
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -76,6 +76,6 @@ def _check_renamed(folder: Path, old: str, new: str, token_id: int) -> None:
     encoded = tokenizer.encode(new, add_special_tokens=False)
     if tokenizer.convert_tokens_to_ids(new) != token_id or encoded != [token_id]:
         raise ConversionError(
-            f"renaming token {token_id} from {old!r} to {new} in {folder} did not take (the reloaded tokenizer "
+            f"renaming token {token_id} from {old!r} to {new} did not take (the reloaded tokenizer "
             f"encodes {new} as {encoded}). Use rf-convert patch on the base GGUF instead."
         )
