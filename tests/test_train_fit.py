@@ -365,3 +365,12 @@ def test_fit_refuses_a_token_it_cannot_use_with_a_clear_error(base_fixture, slot
     result = CliRunner().invoke(main, args + (["--slot", slot] if slot else []))
     assert result.exit_code == 1 and message in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / "run" / "adapter.safetensors").exists()
+
+
+@pytest.mark.parametrize("command", ["tune", "refit-row", "merge"])
+def test_the_train_commands_refuse_another_base_first(fitted, demo_model_path, command, tmp_path):
+    _, out, _ = fitted
+    result = CliRunner().invoke(main, [command, str(out / "adapter.safetensors"), str(tmp_path / "out"), "--base", str(demo_model_path)])
+    assert result.exit_code == 1 and "trained on another base file" in result.output and "pass that base as --base" in result.output
+    assert "--force" not in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []

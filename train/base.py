@@ -4,7 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rfsdk.errors import ModelNotFoundError
+from rfsdk.convert.adapter import Adapter, file_sha256
+from rfsdk.errors import ModelNotFoundError, RfsdkError
+
+
+class AdapterMismatchError(RfsdkError, ValueError):
+    """The adapter a run should start from was trained on another model or LoRA shape."""
+
+
+def check_trained_on(adapter: Path, rf: Adapter, base: Path, base_sha256: str | None = None) -> None:
+    """Refuse a GGUF ``base`` that is not the file ``rf`` (read from ``adapter``) was trained on.
+
+    Passes when the adapter records no base checksum or ``base`` is a checkpoint folder.
+    ``base_sha256`` saves hashing ``base`` again when the caller has it.
+    """
+    expected = rf.metadata.base_sha256
+    if expected is None or not base.is_file():
+        return
+    actual = base_sha256 or file_sha256(base)
+    if actual != expected:
+        raise AdapterMismatchError(
+            f"{adapter} was trained on another base file (sha256 {expected}; {base} has {actual}); "
+            "pass that base as --base."
+        )
 
 
 def load_base(source: str | Path):

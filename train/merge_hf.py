@@ -11,7 +11,7 @@ from rfsdk.convert.adapter import Adapter, load_adapter
 from rfsdk.convert.hf_vocab import RF_TEXT
 from rfsdk.errors import ConversionError
 
-from .base import load_base
+from .base import check_trained_on, load_base
 from .tokenizer_files import rename_special_token, special_role
 
 _PEFT_PREFIX = "base_model.model."
@@ -28,6 +28,7 @@ def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> tuple[int, st
     if out.exists() and any(out.iterdir()):
         raise ConversionError(f"{out} exists and is not empty; pick a new folder so nothing there is overwritten.")
     rf = load_adapter(adapter)
+    check_trained_on(adapter, rf, base)
     if rf.metadata.rf_token != RF_TEXT:
         raise ConversionError(
             f"{adapter} names its token {rf.metadata.rf_token!r}; rf-convert hf finds the token as {RF_TEXT}. "

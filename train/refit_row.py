@@ -34,6 +34,7 @@ from rfsdk.convert.patch import patch_gguf
 from rfsdk.errors import ConversionError
 from rfsdk.model_source import cache_dir
 
+from .base import check_trained_on
 from .calibrate import Calibration, calibrate
 from .data_schema import Example
 from .loop import TokenizedExample
@@ -221,6 +222,7 @@ def refit_row(
 
     began = time.perf_counter()
     rf = load_adapter(adapter)
+    check_trained_on(adapter, rf, base)
     tied = rf.output is None
     row = np.asarray(rf.embedding if tied else rf.output, dtype=np.float64)
     model, tokenizer, rf_id = merged_model(rf, base)

@@ -10,15 +10,12 @@ from torch import nn
 from rfsdk.convert.adapter import Adapter, AdapterMetadata, LoraPair, save_adapter
 from rfsdk.errors import RfsdkError
 
+from .base import AdapterMismatchError
 from .lora import LoRALinear, adapters_disabled, add_lora
 from .tokenizer_files import special_role
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _NEVER = -1.0e4  # the frozen base never emits <rf>: its logit is pinned far below the rest
-
-
-class AdapterMismatchError(RfsdkError, ValueError):
-    """The adapter a run should start from was trained on another model or LoRA shape."""
 
 
 class RfTokenError(RfsdkError, ValueError):

@@ -15,7 +15,7 @@ from rfsdk.convert.patch import patch_gguf
 from rfsdk.model_source import cache_dir
 
 from .adversarial import AdversarialConfig
-from .base import load_base
+from .base import check_trained_on, load_base
 from .calibrate import Calibration, calibrate
 from .card import write_model_card
 from .data import load_dataset
@@ -24,7 +24,7 @@ from .loop import TrainConfig, checkpoint_step, train
 from .loss import LossWeights
 from .prompt_sets import prompt_set
 from .recipe import RecipeConfig, build_training_set
-from .rf_model import AdapterMismatchError, RfModel
+from .rf_model import RfModel
 
 PROVISIONAL_THRESHOLD = 0.5
 Progress = Callable[[str, int, int], None]
@@ -58,13 +58,9 @@ class FitOptions(BaseModel):
     init_adapter: Path | None = None
 
 
-def _start_from(rf: RfModel, path: Path, slot: str | None, base_sha: str | None) -> str:
+def _start_from(rf: RfModel, path: Path, slot: str | None, base: Path, base_sha: str | None) -> str:
     init = load_adapter(path)
-    if None not in (base_sha, init.metadata.base_sha256) and base_sha != init.metadata.base_sha256:
-        raise AdapterMismatchError(
-            f"{path} was trained on another base file (sha256 {init.metadata.base_sha256}, this base {base_sha}); "
-            "pass that base as --base."
-        )
+    check_trained_on(path, init, base, base_sha)
     rf.load_trained(init, slot=slot)
     return init.sha256
 
@@ -109,7 +105,7 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
     rf = RfModel.prepare(model, tokenizer, rank=options.rank, alpha=options.alpha, slot=options.slot)
     is_gguf = options.base.suffix == ".gguf"
     base_sha = file_sha256(options.base) if is_gguf else None
-    init_sha = None if options.init_adapter is None else _start_from(rf, options.init_adapter, options.slot, base_sha)
+    init_sha = None if options.init_adapter is None else _start_from(rf, options.init_adapter, options.slot, options.base, base_sha)
     recipe = RecipeConfig(max_len=options.max_len, onpolicy_harmful=options.onpolicy, seed=options.seed)
     with processes.main_first():
         data = build_training_set(

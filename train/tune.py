@@ -26,6 +26,7 @@ from rfsdk.convert.reader import architecture, field_value, open_gguf
 from rfsdk.errors import ConversionError
 from rfsdk.evaluation.utility import AnswerKL
 
+from .base import check_trained_on
 from .calibrate import Calibration, calibrate
 from .prompt_sets import PromptSet
 from .strength_profiles import PROFILES, StrengthProfile
@@ -129,6 +130,7 @@ def tune_strength(
     suffix ``.tune.json`` (the :class:`Tuning`).
     """
     rf = load_adapter(adapter)
+    check_trained_on(adapter, rf, base)
     if not rf.loras:
         raise ConversionError(f"{adapter} has no LoRA weights, so there is no strength to tune.")
     if not profiles:
