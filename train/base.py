@@ -1,4 +1,4 @@
-"""Load the base model and tokenizer to train: a Hugging Face folder or a GGUF file."""
+"""The base model to train: loading it (a Hugging Face folder or a GGUF file), and checking an adapter was trained on it."""
 
 from __future__ import annotations
 
