@@ -222,7 +222,8 @@ def refit_row(
 
     began = time.perf_counter()
     rf = load_adapter(adapter)
-    check_trained_on(adapter, rf, base)
+    base_sha256 = file_sha256(base)
+    check_trained_on(adapter, rf, base, base_sha256)
     tied = rf.output is None
     row = np.asarray(rf.embedding if tied else rf.output, dtype=np.float64)
     model, tokenizer, rf_id = merged_model(rf, base)
@@ -238,7 +239,7 @@ def refit_row(
         gguf = Path(folder) / "model.gguf"
         patch_gguf(base, adapter, gguf)
         own = cached_onpolicy_replies(
-            cache_dir() / "refit" / f"onpolicy-benign-{base.stem}.jsonl", rf.sha256 + file_sha256(base), gguf, onpolicy_prompts,
+            cache_dir() / "refit" / f"onpolicy-benign-{base.stem}.jsonl", rf.sha256 + base_sha256, gguf, onpolicy_prompts,
             max_tokens=onpolicy_tokens, seed=seed, n_threads=n_threads, progress=progress,
         ) if onpolicy_prompts else []
         features = [

@@ -30,7 +30,7 @@ def rename_special_token(folder: Path, old: str, new: str, token_id: int) -> Non
             f"{new}. Use rf-convert patch on the base GGUF instead."
         )
     data = json.loads(path.read_text(encoding="utf-8"))
-    _rename_added(data, old, new, token_id)
+    _mark_added(data, new, token_id)
     _rename_in_model_vocab(data.get("model") or {}, old, new, token_id)
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
     for name in _SIDE_FILES:
@@ -41,7 +41,7 @@ def rename_special_token(folder: Path, old: str, new: str, token_id: int) -> Non
     _check_renamed(folder, old, new, token_id)
 
 
-def _rename_added(data: dict[str, Any], old: str, new: str, token_id: int) -> None:
+def _mark_added(data: dict[str, Any], new: str, token_id: int) -> None:
     added = data.setdefault("added_tokens", [])
     for entry in added:
         if entry.get("id") == token_id:
