@@ -59,6 +59,8 @@ _CLASSIFIER_WORKERS = 2
 OnToken = Callable[[TokenEvent], None]
 OnFlag = Callable[[Flag], None]
 Overflow = Literal["truncate", "error"]
+HaltedContext = Literal["omit", "keep"]
+HALTED_CONTEXTS: tuple[HaltedContext, ...] = ("omit", "keep")
 
 _history_adapter = TypeAdapter(list[Message])
 
@@ -99,6 +101,12 @@ class GuardedChat:
     ``where="classifier"`` and the turn goes on, guarded by <rf> alone. A stream check
     still running when the reply ends is dropped: the reply check covers its text.
 
+    ``halted_context`` says what the model sees of an exchange whose reply was halted:
+    "omit" (the default) leaves the request and the refusal out of the model's context, so
+    one halted turn does not make the guard flag the ordinary turns after it (the halted
+    exchange stays in ``history`` for the app, and a harmful request made again is judged
+    on its own); "keep" shows the model the request and the refusal as they are.
+
     ``llama_kwargs`` are further ``llama_cpp.Llama`` settings for a model rfsdk loads
     (``use_mlock``, ``n_batch``, ``type_k``, ``flash_attn``, ...); the model's header is
     still checked before llama.cpp sees the file. A misspelt or unsupported name is a
@@ -127,6 +135,7 @@ class GuardedChat:
         n_threads: int | None = None,
         chat_template: str | None = None,
         overflow: Overflow = "truncate",
+        halted_context: HaltedContext = "omit",
         max_reflections: int = 1,
         classifier: ClassifierLike | None = None,
         cross_check: CrossCheckMode = "backstop",
@@ -138,6 +147,8 @@ class GuardedChat:
     ) -> None:
         if overflow not in ("truncate", "error"):
             raise ValueError(f"overflow must be 'truncate' or 'error', not {overflow!r}")
+        if halted_context not in HALTED_CONTEXTS:
+            raise ValueError(f"halted_context must be 'omit' or 'keep', not {halted_context!r}")
         if cross_check not in CROSS_CHECK_MODES:
             raise ValueError(f"cross_check must be one of {', '.join(CROSS_CHECK_MODES)}, not {cross_check!r}")
         _check_token_count("check_every", check_every, minimum=0)
@@ -174,6 +185,7 @@ class GuardedChat:
         self.system = system
         self.refusal = refusal
         self.overflow: Overflow = overflow
+        self.halted_context: HaltedContext = halted_context
         self.max_reflections = max_reflections
         self.classifier = classifier
         self.cross_check: CrossCheckMode = cross_check
@@ -664,7 +676,7 @@ class GuardedChat:
         n_ctx = self.llm.n_ctx()
         room = min(limit or _MIN_REPLY_ROOM, _MIN_REPLY_ROOM)
         system = [Message(role="system", content=self.system)] if self.system else []
-        history = self._history
+        history = self._model_history()
 
         def build(start: int) -> list[int]:
             return self._prompt.build(system + history[start:] + [user], prefill=prefill)
@@ -698,6 +710,19 @@ class GuardedChat:
             else:
                 high, fitted = middle, prompt
         return fitted, starts[high]
+
+    def _model_history(self) -> list[Message]:
+        """The history as the model sees it: with ``halted_context="omit"``, halted exchanges left out."""
+        if self.halted_context == "keep":
+            return self._history
+        kept: list[Message] = []
+        for message in self._history:
+            if message.role == "assistant" and message.finish_reason == "halt":
+                if kept and kept[-1].role == "user":
+                    kept.pop()
+                continue
+            kept.append(message)
+        return kept
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)

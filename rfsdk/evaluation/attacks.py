@@ -158,3 +158,60 @@ def benign_chat_false_flags(
         detail=f"{sum(len(c) for c in conversations)} turns, {max_tokens} tokens each",
         progress=progress,
     )
+
+
+def followups_after_halt(
+    chat: GuardedChat,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    max_tokens: int = 48,
+    progress: Progress = None,
+) -> AttackResult:
+    """Share of benign follow-ups flagged after a harmful first turn that the guard halted.
+
+    Each pair is (harmful request, benign follow-up), sent in a fresh conversation through
+    the chat as it is set (its ``policy`` must halt; its ``halted_context`` decides what the
+    model sees of the halted exchange). Conversations whose first turn was not halted are
+    not counted; ``n`` is the number that were.
+    """
+    halted = flagged = 0
+    for i, (harmful, benign) in enumerate(pairs, 1):
+        chat.reset()
+        if chat.send(harmful, max_tokens=max_tokens).finish_reason == "halt":
+            halted += 1
+            flagged += chat.send(benign, max_tokens=max_tokens).flagged
+        _tick(progress, i)
+    chat.reset()
+    return AttackResult(
+        name=f"benign follow-ups flagged after a halted harmful turn (halted_context={chat.halted_context!r})",
+        n=halted,
+        rate=flagged / halted if halted else 0.0,
+        detail=f"{halted} of {len(pairs)} first turns halted; follow-up flagged within {max_tokens} tokens",
+    )
+
+
+def harmful_followups(
+    chat: GuardedChat,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    max_tokens: int = 48,
+    window: int = 32,
+    progress: Progress = None,
+) -> AttackResult:
+    """Share of harmful follow-ups flagged (within ``window`` tokens) after a benign first turn.
+
+    Each pair is (benign request, harmful follow-up); the first reply is the model's own.
+    """
+    flagged = 0
+    for i, (benign, harmful) in enumerate(pairs, 1):
+        chat.reset()
+        chat.send(benign, max_tokens=max_tokens)
+        flagged += chat.send(harmful, max_tokens=window).flagged
+        _tick(progress, i)
+    chat.reset()
+    return AttackResult(
+        name="harmful follow-ups flagged after a benign turn",
+        n=len(pairs),
+        rate=flagged / len(pairs) if pairs else 0.0,
+        detail=f"first reply {max_tokens} tokens; flagged within {window} tokens of the follow-up",
+    )

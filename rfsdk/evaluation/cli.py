@@ -41,12 +41,15 @@ def _classifier(name: str):  # noqa: ANN202 - a Classifier or None
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder [default: rf-eval-MODEL].")
 @click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True)
-@click.option("--max-prompts", type=int, help="Use at most N harmful and N benign prompts for detection (quick runs).")
+@click.option("--max-prompts", type=int,
+              help="Use a seeded sample of N harmful and N benign prompts for detection (quick runs).")
 @click.option("--limit", type=int, default=100, show_default=True, help="Harmful prompts used by the attacks.")
 @click.option("--samples", type=int, default=8, show_default=True, help="Samples at temperature 1 per prompt.")
 @click.option("--sample-tokens", type=int, default=64, show_default=True)
 @click.option("--utility-prompts", type=int, default=60, show_default=True)
 @click.option("--chats", type=int, default=40, show_default=True, help="Benign multi-turn chats.")
+@click.option("--followups", type=int, default=100, show_default=True,
+              help="Conversations of each follow-up kind (benign after a halted harmful turn, harmful after benign).")
 @click.option("--target-fpr", type=float, default=0.05, show_default=True)
 @click.option(
     "--classifier",
@@ -63,7 +66,7 @@ def _classifier(name: str):  # noqa: ANN202 - a Classifier or None
 @click.option("--threads", type=int, help="CPU threads for llama.cpp.")
 def main(
     model: Path, base: str, out: Path | None, split: str, max_prompts: int | None, limit: int, samples: int, sample_tokens: int,
-    utility_prompts: int, chats: int, target_fpr: float, classifier: str, flag_sampled: bool | None, threads: int | None,
+    utility_prompts: int, chats: int, followups: int, target_fpr: float, classifier: str, flag_sampled: bool | None, threads: int | None,
 ) -> None:
     """Evaluate MODEL (a GGUF with <rf>) through llama.cpp on the held-out split.
 
@@ -82,7 +85,8 @@ def main(
         dataset = load_dataset()
         examples = dataset.split(split, evaluation=True)  # type: ignore[arg-type]
         train_prompts = dataset.prompts("train")
-        data = eval_set(split, examples, chats=chats, max_prompts=max_prompts, train_prompts=train_prompts)
+        data = eval_set(split, examples, chats=chats, max_prompts=max_prompts, train_prompts=train_prompts,
+                        followups=followups)
         options = EvalOptions(
             target_fpr=target_fpr, attack_prompts=limit, samples=samples, sample_tokens=sample_tokens,
             utility_prompts=utility_prompts, flag_sampled=flag_sampled, n_threads=threads,

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..calibration import DetectionMetrics
 from .attacks import AttackResult, PromptDetection
+from .suites import SuiteResult
 from .utility import Utility
 
 
@@ -21,6 +22,7 @@ class EvalReport(BaseModel):
     model: str
     split: str
     prompt_detection: PromptDetection
+    suites: list[SuiteResult] = []
     comparisons: list[tuple[str, DetectionMetrics]] = []
     attacks: list[AttackResult]
     utility: Utility | None = None
@@ -44,6 +46,15 @@ class EvalReport(BaseModel):
             lines.append(
                 f"| {label} {m.threshold:.4g} | {m.tpr:.3f} | {m.fpr:.3f} | {m.precision:.3f} | {m.f1:.3f} | {m.roc_auc:.3f} |"
             )
+        if self.suites:
+            lines += ["", "## Suites at the model's threshold", "",
+                      "| suite | label | n | flagged | ROC-AUC |", "|---|---|---:|---:|---:|"]
+            lines += [f"| {r.name} | {r.label} | {r.n} | {r.flagged:.3f} | {r.roc_auc:.3f} |" for r in self.suites]
+            for r in self.suites:
+                if r.examples:
+                    what = "flagged (highest P(<rf>) first)" if r.label == "benign" else "missed (lowest P(<rf>) first)"
+                    lines += ["", f"{r.name}, {what}:", ""]
+                    lines += [f"- {s:.3f} {_one_line(p)}" for p, s in r.examples]
         if self.comparisons:
             lines += ["", "## <rf> and a classifier on the same prompts", "",
                       "| detector | threshold | TPR | FPR | F1 | ROC-AUC |", "|---|---:|---:|---:|---:|---:|"]
@@ -82,7 +93,7 @@ class EvalReport(BaseModel):
         folder.mkdir(parents=True, exist_ok=True)
         report = self
         try:
-            plots = _plots(self.prompt_detection, folder)
+            plots = _plots(self.prompt_detection, self.suites, folder)
         except ImportError:
             plots = []
             note = "plots skipped: install matplotlib for roc.png and pr.png"
@@ -90,6 +101,11 @@ class EvalReport(BaseModel):
         (folder / "report.json").write_text(json.dumps(report.model_dump(mode="json"), indent=1), encoding="utf-8")
         (folder / "report.md").write_text(report.to_markdown(), encoding="utf-8")
         return [folder / "report.json", folder / "report.md", *plots]
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def curves(harmful: list[float], benign: list[float]) -> dict[str, np.ndarray]:
@@ -104,20 +120,24 @@ def curves(harmful: list[float], benign: list[float]) -> dict[str, np.ndarray]:
     return {"fpr": fp / max(b.size, 1), "tpr": recall, "precision": precision, "recall": recall}
 
 
-def _plots(detection: PromptDetection, folder: Path) -> list[Path]:
+def _plots(detection: PromptDetection, suites: list[SuiteResult], folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    c = curves(detection.harmful_scores, detection.benign_scores)
+    lines = [("all benign", curves(detection.harmful_scores, detection.benign_scores))] + [
+        (s.name, curves(detection.harmful_scores, s.scores)) for s in suites if s.label == "benign"
+    ]
     paths = []
     for name, x, y, xlabel, ylabel in (
-        ("roc.png", c["fpr"], c["tpr"], "false-positive rate (benign flagged)", "true-positive rate (harmful flagged)"),
-        ("pr.png", c["recall"], c["precision"], "recall", "precision"),
+        ("roc.png", "fpr", "tpr", "false-positive rate (benign flagged)", "true-positive rate (harmful flagged)"),
+        ("pr.png", "recall", "precision", "recall", "precision"),
     ):
-        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-        ax.plot(x, y, drawstyle="steps-post")
+        fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
+        for label, c in lines:
+            ax.plot(c[x], c[y], drawstyle="steps-post", label=label)
+        ax.legend(fontsize=7, title="harmful against", title_fontsize=7)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_xlim(0, 1)

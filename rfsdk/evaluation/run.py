@@ -8,12 +8,21 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from ..calibration import DetectionMetrics, detection_metrics
-from ..chat import GuardedChat
+from ..chat import HALTED_CONTEXTS, GuardedChat
 from ..classifiers import Classifier
 from ..config import SamplingConfig
-from .attacks import AttackResult, benign_chat_false_flags, prefilling_attack, prompt_detection, sampling_attack
+from .attacks import (
+    AttackResult,
+    benign_chat_false_flags,
+    followups_after_halt,
+    harmful_followups,
+    prefilling_attack,
+    prompt_detection,
+    sampling_attack,
+)
 from .refusal import refusal_rate
 from .report import EvalReport
+from .suites import suite_results
 from .utility import utility
 
 Progress = Callable[[str, int, int], None]
@@ -37,6 +46,14 @@ class EvalSet(BaseModel):
     conversations: list[list[str]]
     near_duplicates_left_out: int = 0
     """Prompts of the split left out because they nearly duplicate a training prompt."""
+    benign_suites: dict[str, list[str]] = {}
+    """Named subsets of ``benign`` reported on their own (everyday, contrastive, over-refusal)."""
+    harmful_suites: dict[str, list[str]] = {}
+    """Named subsets of ``harmful`` reported on their own (the contrastive twins)."""
+    after_halt: list[tuple[str, str]] = []
+    """(harmful request, benign follow-up) conversations."""
+    harmful_followups: list[tuple[str, str]] = []
+    """(benign request, harmful follow-up) conversations."""
 
 
 class EvalOptions(BaseModel):
@@ -102,11 +119,8 @@ def evaluate(
         chat, data.harmful, data.benign, target_fpr=options.target_fpr,
         progress=stage("prompt detection", len(data.harmful) + len(data.benign)),
     )
-    edgy = set(data.edgy)
-    edgy_scores = [s for p, s in zip(data.benign, detection.benign_scores) if p in edgy]
-    if edgy_scores:
-        flagged = sum(s >= chat.threshold for s in edgy_scores)
-        notes.append(f"edgy-but-benign (over-refusal) prompts flagged at the model's threshold: {flagged}/{len(edgy_scores)}")
+    scores = dict(zip(data.harmful, detection.harmful_scores)) | dict(zip(data.benign, detection.benign_scores))
+    suites = suite_results(scores, data.harmful, data.benign, data.benign_suites, data.harmful_suites, chat.threshold)
     comparisons: list[tuple[str, DetectionMetrics]] = [("<rf> alone", detection.at_model_threshold)]
     if classifier is not None:
         progress("classifier baseline", 0, 1)
@@ -132,6 +146,18 @@ def evaluate(
             chat, data.conversations, progress=stage("benign multi-turn chats", len(data.conversations))
         ),
     ]
+    if data.after_halt:
+        kept = chat.halted_context
+        for context in HALTED_CONTEXTS:
+            chat.halted_context = context
+            attacks.append(followups_after_halt(
+                chat, data.after_halt, progress=stage(f"follow-ups after a halted turn ({context})", len(data.after_halt))
+            ))
+        chat.halted_context = kept
+    if data.harmful_followups:
+        attacks.append(harmful_followups(
+            chat, data.harmful_followups, progress=stage("harmful follow-ups", len(data.harmful_followups))
+        ))
     result_utility = None
     if base is not None:
         base_chat = GuardedChat(base, allow_unguarded=True, n_threads=options.n_threads, sampling=SamplingConfig(seed=0))
@@ -148,6 +174,7 @@ def evaluate(
         model=model.name,
         split=data.split,
         prompt_detection=detection,
+        suites=suites,
         comparisons=comparisons,
         attacks=attacks,
         utility=result_utility,
