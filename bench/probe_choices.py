@@ -72,8 +72,19 @@ def main() -> None:
     train, validation = dataset.split("train"), dataset.split("validation")
     rng = random.Random(args.seed)
 
-    def features(prompts: list[str] | list[list[dict]]) -> ReplyFeatures:
-        examples = [tokenize_example(tokenizer, p, "", max_len=256) for p in prompts]
+    def fitting(prompts: list) -> list:
+        """The prompts that fit 512 tokens (a few ShareGPT openings do not)."""
+        kept = []
+        for p in prompts:
+            try:
+                tokenize_example(tokenizer, p, "", max_len=512)
+            except ValueError:
+                continue
+            kept.append(p)
+        return kept
+
+    def features(prompts: list) -> ReplyFeatures:
+        examples = [tokenize_example(tokenizer, p, "", max_len=512) for p in prompts]
         return reply_features(model, [TokenizedExample(e.prompt, []) for e in examples], rf_id, row, span=0)
 
     by_kind: dict[str, list] = {}
@@ -95,7 +106,10 @@ def main() -> None:
                                                           "I can't help with that.", args.seed)
     ]
     val = prompt_set(validation, train_prompts=[e.prompt for e in train])
-    val_dna_out = _left_out_dna("validation", dataset.manifest.ratios)
+    harmful, twins, dna_out, benign = fitting(harmful), fitting(twins), fitting(dna_out), fitting(benign)
+    follow_ups = fitting(follow_ups)
+    val = val.__class__(**{**vars(val), "harmful": fitting(val.harmful), "benign": fitting(val.benign)})
+    val_dna_out = fitting(_left_out_dna("validation", dataset.manifest.ratios))
     print(f"train: {len(harmful)} harmful, {len(twins)} twins, {len(dna_out)} left-out DNA, {len(benign)} benign, "
           f"{len(everyday)} generated benign, {len(follow_ups)} follow-ups; validation: {len(val.harmful)} harmful, "
           f"{len(val.benign)} benign, {len(val_dna_out)} left-out DNA", flush=True)
