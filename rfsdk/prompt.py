@@ -93,6 +93,11 @@ class PromptBuilder:
         return tokenize(self._llm, _utf8(text), special=special)
 
 
+def check_text(text: str) -> None:
+    """Raise :class:`InvalidTextError` if ``text`` cannot be sent to the model (a lone surrogate)."""
+    _utf8(text)
+
+
 def _utf8(text: str) -> bytes:
     try:
         return text.encode("utf-8")
