@@ -192,3 +192,35 @@ def test_eight_concurrent_seeded_clients_get_their_serial_replies(demo_model_pat
     assert any(finish == "content_filter" for _, finish, _ in alone)
     for i, (text, _, _) in enumerate(alone):
         assert f"#{i}" not in text  # nothing of another request's prompt
+
+
+# ----- the command line ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--model", "/nonexistent/model.gguf"], "model.gguf"),
+        (["--audit-text"], "--audit-text needs --audit-log"),
+        (["--model-file", "x.gguf"], "--model-file names a file"),
+        (["--classifier", "bogus"], "not none, text or a .gguf"),
+    ],
+)
+def test_command_line_errors(args: list[str], words: str, demo_model_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rfsdk.cli.serve import main
+
+    model = [] if "--model" in args or "--model-file" in args else ["--model", str(demo_model_path)]
+    result = CliRunner().invoke(main, [*model, "--threads", "1", *args])
+    assert result.exit_code != 0 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert words in result.output
+
+
+def test_a_model_without_rf_is_refused(demo_model_no_rf_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rfsdk.cli.serve import main
+
+    result = CliRunner().invoke(main, ["--model", str(demo_model_no_rf_path), "--threads", "1"])
+    assert result.exit_code == 1 and "<rf>" in result.output and "Traceback" not in result.output
