@@ -51,6 +51,8 @@ class ServedModel:
             n_ctx=n_ctx,
             n_threads=n_threads,
             n_gpu_layers=n_gpu_layers,
+            # prompts too: llama-cpp-python would evaluate them on every core, beside the server's other work
+            llama_kwargs={"n_threads_batch": n_threads} if n_threads else None,
         )
         self.llm = first.llm
         self.path = Path(first.model_path)
