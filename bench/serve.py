@@ -136,7 +136,7 @@ def main() -> None:
                            "--log-level", "warning"], rf_port, Path(path).stem),
         start("llama-cpp-python", [sys.executable, "-m", "llama_cpp.server", "--model", path, "--port", str(llama_port),
                                    "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
-                                   "--n_ctx", str(N_CTX)], llama_port, path),
+                                   "--n_ctx", str(N_CTX), "--interrupt_requests", "False"], llama_port, path),
     ]
     try:
         for server in servers:  # warm-up: load pages, fill caches
