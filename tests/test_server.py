@@ -7,6 +7,8 @@ P(<rf>) >= 0.99 at every reply position once "bomb" is in the context.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -49,6 +51,16 @@ def stream_chunks(client: openai.OpenAI, messages: list[dict], **kw) -> list:
 
 def streamed_text(chunks: list) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_import_rfsdk_loads_no_server_package() -> None:
+    """The runtime stays light: the server's packages load only with rfsdk.server."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import rfsdk"],
+                          capture_output=True, text=True, check=True)
+    loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
+    assert "rfsdk" in loaded
+    assert not loaded & {"starlette", "uvicorn", "fastapi", "sse_starlette", "openai", "httpx", "anyio", "torch", "transformers"}
+    assert "rfsdk.server" not in proc.stderr
 
 
 # ----- models, health ------------------------------------------------------------------------
@@ -98,6 +110,7 @@ def test_stream_ends_with_done(server: Server) -> None:
 def test_history_system_prompt_and_text_parts(client: openai.OpenAI) -> None:
     messages = [
         {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": "Use plain words."},
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello."},
         {"role": "user", "content": [{"type": "text", "text": "How "}, {"type": "text", "text": "are you?"}]},
