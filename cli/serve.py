@@ -41,7 +41,7 @@ See docs/server.md for the endpoints and the guard's extension fields.
 @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help="Append one JSON line per flagged turn or moderation input.")
 @click.option("--audit-text", is_flag=True, help="Also write the prompt and reply texts into the audit log.")
 @click.option("--n-ctx", type=click.IntRange(min=64), help="Context size in tokens.  [default: the model's, at most 4096]")
-@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="CPU threads for llama.cpp.  [default: half the cores]")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="CPU threads for llama.cpp, for generation and prompts.  [default: half the cores]")
 @click.option("--n-gpu-layers", type=int, default=0, show_default=True, metavar="N", help="Layers to offload to a GPU (-1: all).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.version_option(package_name="rfsdk", prog_name="rf-serve", message="%(prog)s %(version)s")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import AsyncIterator
+from typing import AsyncGenerator, AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -90,7 +90,7 @@ async def _chunks(
     turn: AsyncIterator[str | TurnEnd],
     message: str,
     include_usage: bool,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     usage_field = {"usage": None} if include_usage else {}
     yield shape.chunk({"role": "assistant", "content": ""}, **usage_field)
     item = first

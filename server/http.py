@@ -6,7 +6,7 @@ import hmac
 import json
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -78,7 +78,7 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, chunks: AsyncIterator[bytes], cleanup: AsyncExitStack, headers: dict[str, str]) -> None:
+    def __init__(self, chunks: AsyncGenerator[bytes, None], cleanup: AsyncExitStack, headers: dict[str, str]) -> None:
         self.status_code = 200
         self.background = None
         self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})  # no Content-Length
@@ -94,4 +94,5 @@ class EventStream(Response):
         except OSError:  # the client went away (uvicorn's ClientDisconnected is an OSError)
             pass
         finally:
+            await self._chunks.aclose()
             await self._cleanup.aclose()

@@ -58,7 +58,7 @@ def conversation(messages: list[ChatMessage]) -> Conversation:
     for i, m in enumerate(messages):
         _check_content(i, m, may_be_empty=m.role in ("system", "developer") or i == prefill_at)
     return Conversation(
-        system="\n\n".join(system) or None,
+        system="\n\n".join(s for s in system if s.strip()) or None,
         history=[{"role": m.role, "content": m.content} for _, m in rest[:-1]],
         message=rest[-1][1].content,
         prefill=prefill,

@@ -67,6 +67,15 @@ def test_no_cors_unless_asked(demo_model_path: Path) -> None:
         assert "access-control-allow-origin" not in evil.headers
 
 
+def test_body_limit_also_without_content_length(demo_model_path: Path) -> None:
+    with rf_serve(demo_model_path, "--max-body", "2048") as server:
+        url = server.url + "/chat/completions"
+        assert httpx.post(url, json=hello("x" * 1000)).status_code == 200
+        assert httpx.post(url, json=hello("x" * 3000)).status_code == 413
+        chunked = httpx.post(url, content=iter([b'{"model": "demo", "messages": [', b" " * 1024, b" " * 1024, b"]}"]))
+        assert chunked.status_code == 413 and "--max-body" in chunked.json()["error"]["message"]
+
+
 # ----- queue, order, disconnects ---------------------------------------------------------------
 
 
