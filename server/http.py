@@ -63,13 +63,19 @@ async def read_json(request: Request, limit: int) -> Any:
     if not body.strip():
         raise ApiError(400, "The request body is empty. Send a JSON object (Content-Type: application/json).")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}).") from None
     except UnicodeDecodeError:
         raise ApiError(400, "The request body is not UTF-8 text. Send JSON encoded as UTF-8.") from None
     except RecursionError:
         raise ApiError(400, "The request body nests JSON too deeply. Send a flat OpenAI request.") from None
+    except ValueError as exc:  # NaN / Infinity, or an integer too long to convert
+        raise ApiError(400, f"The request body is not valid JSON ({exc}).") from None
+
+
+def _not_json(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 class EventStream(Response):

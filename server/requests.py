@@ -25,7 +25,7 @@ Number = StrictFloat | StrictInt
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _text_of(content: Any) -> Any:

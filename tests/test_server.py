@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from server_process import Server, rf_serve
 
 from rfsdk.demo_model import (
@@ -218,6 +220,9 @@ BAD_BODIES = [
     ("json array", b"[1, 2]", 400, None, "JSON object"),
     ("deep nesting", b"[" * 100_000 + b"]" * 100_000, 400, None, "nests"),
     ("bad utf-8", b'{"model": "\xff"}', 400, None, "UTF-8"),
+    ("NaN", b'{"model": "demo", "temperature": NaN}', 400, None, "NaN is not a JSON number"),
+    ("huge integer", b'{"model": "demo", "seed": ' + b"1" * 5000 + b"}", 400, None, "not valid JSON"),
+    ("infinite number", b'{"model": "demo", "messages": [{"role": "user", "content": "hi"}], "top_p": 1e999}', 400, "top_p", "finite"),
     ("no model", {"messages": user("hi")}, 400, "model", "required"),
     ("no messages", {"model": MODEL}, 400, "messages", "required"),
     ("empty messages", {"model": MODEL, "messages": []}, 400, "messages", "at least 1"),
@@ -275,3 +280,28 @@ def test_unknown_paths_and_methods(server: Server) -> None:
     assert response.status_code == 404 and "/v1/chat/completions" in response.json()["error"]["message"]
     response = httpx.get(server.url + "/chat/completions")
     assert response.status_code == 405 and response.json()["error"]["message"].startswith("GET is not allowed")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+FIELDS = ["model", "messages", "stream", "max_tokens", "temperature", "top_p", "stop", "seed", "n", "tools",
+          "logit_bias", "stream_options", "top_k", "min_p", "repeat_penalty", "user", "role", "content"]
+MESSAGES = st.lists(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", 3]),
+                           "content": st.text(max_size=30) | JSON_VALUES}),
+    max_size=4,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.fixed_dictionaries({"model": st.sampled_from([MODEL, "x"]) | JSON_VALUES, "messages": MESSAGES},
+                                  optional={name: JSON_VALUES for name in FIELDS[2:]}))
+def test_no_body_makes_a_server_error(server: Server, body: dict) -> None:
+    """Random JSON in the request's shape: a reply or a 4xx in OpenAI's error shape, never a 500."""
+    response = httpx.post(server.url + "/chat/completions", json=body, timeout=60)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}

@@ -32,6 +32,8 @@ BAD_BODIES = [
     json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": "warm"}).encode(),
     json.dumps({"model": "other", "messages": [{"role": "user", "content": "x"}]}).encode(),
     json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}).encode(),
+    b'{"model": "demo", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+    b'{"model": "demo", "seed": ' + b"9" * 5000 + b"}",
 ]
 
 
