@@ -37,11 +37,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def rf_serve(model: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """``rf-serve -m model *args`` (one llama.cpp thread) until the block ends."""
+def rf_serve(model: Path | None, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``rf-serve -m model *args`` (one llama.cpp thread; no -m for None) until the block ends."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="rf-serve-", suffix=".log")[1])
-    command = [sys.executable, "-m", "rfsdk.cli.serve", "-m", str(model), "--port", str(port), "--threads", "1", *args]
+    model_args = [] if model is None else ["-m", str(model)]
+    command = [sys.executable, "-m", "rfsdk.cli.serve", *model_args, "--port", str(port), "--threads", "1", *args]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     server = Server(f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}", process, log)

@@ -203,6 +203,14 @@ def test_eight_concurrent_seeded_clients_get_their_serial_replies(demo_model_pat
         assert f"#{i}" not in text  # nothing of another request's prompt
 
 
+def test_the_bundled_model_when_none_is_named(tmp_path: Path) -> None:
+    env = {"RFSDK_DEFAULT_MODEL": "demo", "RFSDK_CACHE": str(tmp_path)}
+    with rf_serve(None, env=env) as server:
+        (model,) = httpx.get(server.url + "/models").json()["data"]
+        reply = httpx.post(server.url + "/chat/completions", json={**hello(), "model": model["id"]}).json()
+    assert model["id"] == "rfsdk-demo-v1" and reply["choices"][0]["finish_reason"] == "stop"
+
+
 # ----- the command line ------------------------------------------------------------------------
 
 
