@@ -28,7 +28,12 @@ chat: install
 test: install-dev
 	$(PYTHON) -m pytest
 
+# bench/serve.py runs llama-cpp-python's own OpenAI server beside rf-serve: its server extra's packages.
+LLAMA_SERVER_PACKAGES := fastapi sse-starlette starlette-context pydantic-settings
+
 bench: install-dev
+	$(PIP) install $(LLAMA_SERVER_PACKAGES)
 	$(PYTHON) bench/stream_overhead.py
 	$(PYTHON) bench/default_startup.py
 	$(PYTHON) bench/moderation_cost.py
+	$(PYTHON) bench/serve.py

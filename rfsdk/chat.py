@@ -10,7 +10,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Generator, Iterator, Literal
@@ -25,6 +25,7 @@ from .errors import (
     ChatTemplateError,
     ContextOverflowError,
     EmptyMessageError,
+    InvalidMessageError,
 )
 from .events import (
     Check,
@@ -47,7 +48,7 @@ from .loading import load_model
 from .model_lock import lock_for
 from .policies import PolicyLike, resolve_policy
 from .prefill_check import opening_probabilities
-from .prompt import PromptBuilder, token_piece
+from .prompt import PromptBuilder, check_text, token_piece
 
 DEFAULT_REFUSAL = "I can't help with that."
 DEFAULT_THRESHOLD = 0.5
@@ -279,6 +280,29 @@ class GuardedChat:
         """Forget the conversation (the system prompt stays)."""
         with self._lock.hold():
             self._history = []
+
+    def set_history(self, messages: Sequence[Message | Mapping[str, Any]], *, system: str | None = None) -> None:
+        """Replace the conversation by ``messages`` and the system prompt by ``system``.
+
+        ``messages`` are :class:`Message` objects or mappings with ``role`` ("user" or
+        "assistant") and ``content`` (non-empty text without lone surrogates); the next
+        turn's message follows them. Bad input raises an :class:`RfsdkError`
+        (``InvalidMessageError``, ``EmptyMessageError``, ``InvalidTextError``) and keeps the
+        old conversation.
+        """
+        if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+            raise InvalidMessageError(
+                f"messages must be a list of messages, not {type(messages).__name__}. "
+                "Pass [{'role': 'user', 'content': '...'}, ...]."
+            )
+        checked = [_history_message(i, m) for i, m in enumerate(messages)]
+        if system is not None:
+            if not isinstance(system, str):
+                raise InvalidMessageError(f"system must be a string or None, not {type(system).__name__}.")
+            check_text(system)
+        with self._lock.hold():
+            self._history = checked
+            self.system = system
 
     def save_history(self, path: str | os.PathLike) -> None:
         """Write the system prompt and history to a JSON file (atomically)."""
@@ -751,6 +775,31 @@ def _check_message(message: object) -> None:
         raise TypeError(f"message must be a string, not {type(message).__name__}")
     if not message.strip():
         raise EmptyMessageError("The message is empty. Type something to send.")
+
+
+def _history_message(index: int, message: object) -> Message:
+    if isinstance(message, Message):
+        role, content = message.role, message.content
+    elif isinstance(message, Mapping):
+        role, content = message.get("role"), message.get("content")
+    else:
+        raise InvalidMessageError(
+            f"Message {index} is a {type(message).__name__}, not a message. "
+            "Pass a Message or a mapping with 'role' and 'content'."
+        )
+    if role not in ("user", "assistant"):
+        raise InvalidMessageError(
+            f"Message {index} has the role {role!r}; a history holds 'user' and 'assistant' "
+            "messages (pass the system prompt as system=...)."
+        )
+    if not isinstance(content, str):
+        raise InvalidMessageError(f"Message {index}'s content must be a string, not {type(content).__name__}.")
+    if not content.strip():
+        raise EmptyMessageError(f"Message {index} ({role}) is empty. Give every message some text.")
+    check_text(content)
+    if isinstance(message, Message):
+        return message
+    return Message(role=role, content=content)
 
 
 def _check_event(check: Check) -> VerdictEvent | ErrorEvent:

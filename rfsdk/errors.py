@@ -31,6 +31,10 @@ class EmptyMessageError(RfsdkError, ValueError):
     """A chat message was empty or only whitespace."""
 
 
+class InvalidMessageError(RfsdkError, ValueError):
+    """A history message is malformed: not a role and text, or a role a history cannot hold."""
+
+
 class InvalidTextError(RfsdkError, ValueError):
     """A message, system prompt or prefill is not valid Unicode text (e.g. a lone surrogate)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -176,6 +177,14 @@ def _loaded_threshold(path: Path, text: str | None) -> float | str | None:
     # llama-cpp-python shows float metadata with 6 decimals; the file's header has the float32.
     if text is None or not path.is_file():
         return text
+    stat = path.stat()
+    return _header_threshold(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _header_threshold(path: Path, mtime_ns: int, size: int) -> float | None:
+    """rf.threshold from the file's header, read once per file version: chats made on one
+    loaded ``Llama`` (one per request in rf-serve) skip re-parsing the header's vocabulary."""
     return read_gguf_info(path).rf_threshold
 
 

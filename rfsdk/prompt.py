@@ -8,6 +8,7 @@ OFF, so text a user types can never turn into a special token such as ``<rf>``.
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 from typing import Sequence
 
@@ -42,14 +43,7 @@ class PromptBuilder:
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab)) and self._bos_id >= 0
         bos_text = _token_text(llm, self._bos_id)
         eos_text = _token_text(llm, llm.token_eos())
-        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = _raise_exception
-        try:
-            self._template = env.from_string(template)
-        except jinja2.TemplateError as exc:
-            raise ChatTemplateError(
-                f"The chat template does not parse ({exc}). Pass a working chat_template=..."
-            ) from None
+        self._template = _compiled(template)
         self._template_vars = {"bos_token": bos_text, "eos_token": eos_text}
 
     def build(self, messages: Sequence[Message], *, prefill: str = "") -> list[int]:
@@ -91,6 +85,24 @@ class PromptBuilder:
 
     def _tokenize(self, text: str, *, special: bool) -> list[int]:
         return tokenize(self._llm, _utf8(text), special=special)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(template: str) -> jinja2.Template:
+    """The chat template compiled once (chats on one model, e.g. one per rf-serve request, share it)."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise_exception
+    try:
+        return env.from_string(template)
+    except jinja2.TemplateError as exc:
+        raise ChatTemplateError(
+            f"The chat template does not parse ({exc}). Pass a working chat_template=..."
+        ) from None
+
+
+def check_text(text: str) -> None:
+    """Raise :class:`InvalidTextError` if ``text`` cannot be sent to the model (a lone surrogate)."""
+    _utf8(text)
 
 
 def _utf8(text: str) -> bytes:
