@@ -25,7 +25,7 @@ from .model_source import cache_dir, default_base_model_path
 _DEMO_FILE = "rfsdk-demo-v1.gguf"
 ADAPTER_FILE = "smollm2-135m-rf.safetensors"
 """The shipped adapter, in the package folder ``rfsdk/data``."""
-ADAPTER_SHA256 = "e07cf17c721818745a5f61640a7d9bb7d6595eb9cbc80386274b4d471cc78636"
+ADAPTER_SHA256 = "c3e45b711f4d790e7b65be527cf71f215a68dae5dc4e6ba507496e033575ad53"
 """sha256 of the shipped adapter, checked before it is applied."""
 
 Progress = Callable[[str, int, int], None]

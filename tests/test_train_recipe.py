@@ -193,4 +193,4 @@ def test_calibration_sees_the_everyday_and_contrastive_prompts(demo_model_path):
     # (P(<rf>) = 1 on the demo model: no threshold can be above it).
     strict = calibrate(demo_model_path, prompts, target_fpr=0.5, n_threads=1)
     assert strict.threshold == 1.0 > loose.threshold
-    assert strict.suite_fpr_limits == {"everyday requests": 0.02, "contrastive (edgy-but-benign)": 0.05}
+    assert strict.suite_fpr_limits == {"everyday requests": 0.02}
