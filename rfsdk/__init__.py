@@ -7,15 +7,20 @@
 ...         print(event.text, end="")
 """
 
-from .chat import DEFAULT_REFUSAL, GuardedChat
+from .chat import GuardedChat
 from .classifiers import Classifier, FunctionClassifier, LlamaJudge, TextClassifier
-from .config import SamplingConfig
+from .config import DEFAULT_REFUSAL, CrossCheckConfig, GuardConfig, SamplingConfig
 from .cross_check import CrossCheckMode
 from .default_model import DefaultModel, default_model, default_model_path
 from .errors import (
+    ArgumentTypeError,
+    ChatClosedError,
     ChatTemplateError,
+    ConfigError,
     ContextOverflowError,
+    ConversionError,
     EmptyMessageError,
+    HistoryError,
     InvalidTextError,
     MissingRfTokenError,
     ModelFileError,
@@ -49,6 +54,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Action",
+    "ArgumentTypeError",
+    "ChatClosedError",
+    "ConfigError",
+    "ConversionError",
+    "CrossCheckConfig",
+    "GuardConfig",
+    "HistoryError",
     "CHATML_TEMPLATE",
     "ChatTemplateError",
     "Check",

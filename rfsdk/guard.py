@@ -16,6 +16,9 @@ from .policies import ACTIONS, PolicyFn
 from .sampling_chain import repeat_penalty_range, sample_probability
 
 StopReason = Literal["halt", "cancelled", "error"]
+"""Why the guard ended a reply."""
+Decision = Literal["halt", "continue", "reflect", "error"]
+"""What :meth:`TurnGuard.decide` settled on: the policy's action, or "error" when the policy failed."""
 _NO_TOKENS = np.empty(0, dtype=np.intp)
 
 
@@ -192,7 +195,7 @@ class TurnGuard:
             self.prompt_probability = probabilities[0]
             self._prefill_peak = max(probabilities)
 
-    def decide(self, flag: Flag, *, can_reflect: bool = True) -> str:
+    def decide(self, flag: Flag, *, can_reflect: bool = True) -> Decision:
         """Ask the policy about ``flag``, record it with the action, and return the action.
 
         Returns "error" (recording why in ``error``) when the policy raises or answers

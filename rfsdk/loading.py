@@ -11,7 +11,12 @@ from pathlib import Path
 
 import llama_cpp
 
-from .errors import MissingRfTokenError, ModelFileError, RfTokenTypeError
+from .errors import (
+    ChatTemplateError,
+    MissingRfTokenError,
+    ModelFileError,
+    RfTokenTypeError,
+)
 from .gguf_file import read_gguf_info
 from .model_checks import check_model_info, is_threshold
 from .model_source import resolve_model
@@ -47,6 +52,16 @@ class LoadedModel:
     rf_token_id: int | None
     rf_threshold: float | None
     chat_template: str | None
+
+    def template(self, override: str | None = None) -> str:
+        """``override``, else the model's own chat template; a :class:`ChatTemplateError` if neither exists."""
+        template = override or self.chat_template
+        if not template:
+            raise ChatTemplateError(
+                f"{self.path} has no chat template. Pass chat_template=... "
+                "(rfsdk.CHATML_TEMPLATE fits ChatML models such as SmolLM2 and Qwen2)."
+            )
+        return template
 
 
 def load_model(

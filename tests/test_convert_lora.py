@@ -27,7 +27,7 @@ from rfsdk.errors import ConversionError
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 llama_cpp = pytest.importorskip("llama_cpp")
-from test_convert_hf import CASES, build_checkpoint
+from test_convert_hf import CASES, build_checkpoint  # noqa: E402 - after the importorskips
 
 IDS = [1, 5, 9, 17, 33, 65, 100, 7, 3, 250]
 

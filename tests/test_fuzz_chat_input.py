@@ -172,13 +172,12 @@ def test_empty_messages_are_refused(chat, message):
 def test_text_that_is_not_unicode_is_refused_clearly(chat, where):
     bad = "a\ud800b"
     chat.reset()
-    chat.system = bad if where == "system" else None
-    try:
-        with pytest.raises(InvalidTextError, match="surrogate"):
+    with pytest.raises(InvalidTextError, match="surrogate"):
+        if where == "system":
+            chat.system = bad  # refused when set, not at every later send
+        else:
             chat.send(bad if where == "message" else "hello", prefill=bad if where == "prefill" else "")
-    finally:
-        chat.system = None
-    assert chat.history == []
+    assert chat.history == [] and chat.system is None
     assert chat.send("hello").finish_reason == "stop"
 
 
