@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from contextlib import ExitStack
 
 import click
 
-from rfsdk import GuardedChat, MissingRfTokenError, RfsdkError, SamplingConfig, default_model
+from rfsdk import GuardedChat, MissingRfTokenError, SamplingConfig, default_model
 
 from .commands import KEYS, command_table
 from .console import banner, interact
+from .errors import user_errors
 from .model_arg import resolve_model_arg
+from .progress import progress_bar
 from .render import JsonUi, TextUi
 from .session import Session
 
+_ASSEMBLY_INTRO = "rfchat: first use, assembling the default model (base + the shipped <rf> adapter)..."
 _EPILOG = f"""\b
 Examples:
   rfchat                                  chat with the default model
@@ -87,9 +90,10 @@ def main(
     if os.environ.get("NO_COLOR"):
         ctx.color = False
     quiet = quiet or as_json
-    try:
+    with user_errors(hint={MissingRfTokenError: "In rfchat: --allow-unguarded."}), ExitStack() as stack:
         if model is None:
-            info = default_model(progress=None if quiet else _assembly_progress())
+            progress = progress_bar(stack, "assembling", intro=_ASSEMBLY_INTRO)
+            info = default_model(progress=None if quiet else progress)
             path = info.path
             if not quiet:
                 click.echo(click.style(f"rfchat: using the {info.description}", dim=True), err=True)
@@ -106,16 +110,10 @@ def main(
             n_gpu_layers=n_gpu_layers,
             allow_unguarded=allow_unguarded,
         )
-    except MissingRfTokenError as exc:
-        raise click.ClickException(f"{exc} (In rfchat: --allow-unguarded.)") from None
-    except (RfsdkError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
     session = Session(chat, JsonUi() if as_json else TextUi(notes=not quiet), prefill=prefill)
     if once is not None:
-        try:
+        with user_errors():
             session.turn(once)
-        except (RfsdkError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
     elif sys.stdin.isatty():
         if not quiet:
             banner(session)
@@ -124,20 +122,6 @@ def main(
         for line in sys.stdin:
             if not session.handle(line):
                 break
+    chat.close()
     if session.errors:
         ctx.exit(1)
-
-
-def _assembly_progress() -> Callable[[str, int, int], None]:
-    """Progress of the first-use assembly of the trained default (a percentage on a terminal)."""
-    started = False
-
-    def show(step: str, done: int, total: int) -> None:
-        nonlocal started
-        if not started:
-            click.echo("rfchat: first use, assembling the default model (base + the shipped <rf> adapter)...", err=True)
-            started = True
-        if sys.stderr.isatty():
-            click.echo(f"\r  {100 * done // max(total, 1):3d}%" + ("\n" if done >= total else ""), nl=False, err=True)
-
-    return show

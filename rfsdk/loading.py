@@ -12,6 +12,7 @@ from pathlib import Path
 import llama_cpp
 
 from .errors import (
+    ConfigError,
     ChatTemplateError,
     MissingRfTokenError,
     ModelFileError,
@@ -85,7 +86,7 @@ def load_model(
     extra = check_llama_kwargs(llama_kwargs)
     if isinstance(model, llama_cpp.Llama):
         if extra:
-            raise ValueError(
+            raise ConfigError(
                 "llama_kwargs apply only when rfsdk loads the model; this Llama is already loaded "
                 "with its own settings. Pass the GGUF path instead, or set them when creating the Llama."
             )
@@ -122,11 +123,11 @@ def check_llama_kwargs(kwargs: Mapping[str, object] | None) -> dict[str, object]
     accepted = inspect.signature(llama_cpp.Llama.__init__).parameters
     for name in extra:
         if name in _SET_BY_RFSDK:
-            raise ValueError(f"llama_kwargs: set {name!r} with {_SET_BY_RFSDK[name]}, not in llama_kwargs.")
+            raise ConfigError(f"llama_kwargs: set {name!r} with {_SET_BY_RFSDK[name]}, not in llama_kwargs.")
         if name in _BREAK_THE_GUARD:
-            raise ValueError(f"llama_kwargs: {name!r} is not supported: {_BREAK_THE_GUARD[name]}.")
+            raise ConfigError(f"llama_kwargs: {name!r} is not supported: {_BREAK_THE_GUARD[name]}.")
         if name not in accepted or accepted[name].kind is not inspect.Parameter.KEYWORD_ONLY:
-            raise ValueError(
+            raise ConfigError(
                 f"llama_kwargs: {name!r} is not a setting of llama_cpp.Llama "
                 f"(llama-cpp-python {llama_cpp.__version__}); check the spelling."
             )
@@ -168,7 +169,7 @@ def _inspect_loaded(llm: llama_cpp.Llama) -> LoadedModel:
     meta = llm.metadata
     path = Path(llm.model_path)
     if len(llm.input_ids) < llm.n_ctx():
-        raise ValueError(
+        raise ConfigError(
             f"This Llama was created with n_ctx={len(llm.input_ids)}, which llama.cpp rounds up to "
             f"{llm.n_ctx()}; llama-cpp-python {llama_cpp.__version__} then fails on prompts longer "
             f"than {len(llm.input_ids)} tokens. Create it with n_ctx={llm.n_ctx()} (a multiple of {CTX_PAD})."

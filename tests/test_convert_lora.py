@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from rfsdk.convert import keys
 from rfsdk.convert.adapter import load_adapter, save_adapter
-from rfsdk.convert.cli import main
+from rfsdk.cli.convert import main
 from rfsdk.convert.hf import convert_hf
 from rfsdk.convert.lora_gguf import lora_to_gguf
 from rfsdk.convert.patch import patch_gguf
