@@ -24,7 +24,7 @@ from ._turn_state import TurnState
 from .classifiers.base import Classifier
 from .config import CrossCheckConfig, GuardConfig, Overflow, SamplingConfig
 from .cross_check import TurnChecks
-from .errors import ArgumentTypeError, ConfigError, EmptyMessageError
+from .errors import ConfigError, EmptyMessageError
 from .events import (
     Check,
     EndEvent,
@@ -41,7 +41,7 @@ from .events import (
 from .guard import TurnGuard
 from .policies import PolicyFn
 from .prefill_check import opening_probabilities
-from .prompt import PromptBuilder, fit_prompt, token_piece
+from .prompt import PromptBuilder, check_text, fit_prompt, token_piece
 
 MIN_REPLY_ROOM = 128
 """Prompt fitting keeps this many context tokens free for the reply (fewer if max_tokens is smaller)."""
@@ -78,12 +78,9 @@ class TurnSettings:
 
 def check_turn_args(message: object, prefill: object, max_tokens: object) -> None:
     """Refuse what a turn cannot answer, before it takes the model."""
-    if not isinstance(message, str):
-        raise ArgumentTypeError(f"message must be a string, not {type(message).__name__}")
-    if not message.strip():
+    if not check_text("message", message).strip():
         raise EmptyMessageError("The message is empty. Type something to send.")
-    if not isinstance(prefill, str):
-        raise ArgumentTypeError(f"prefill must be a string, not {type(prefill).__name__}")
+    check_text("prefill", prefill)
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise ConfigError(f"max_tokens must be a whole number of tokens >= 1, not {max_tokens!r}")
 

@@ -99,7 +99,7 @@ class GuardedChat:
         self._cross_check_config = merged_cross_check_config(
             cross_check, check_every=check_every, classifier_timeout=classifier_timeout
         )
-        self.sampling, self.overflow = sampling or SamplingConfig(), overflow
+        self.sampling, self.overflow = SamplingConfig() if sampling is None else sampling, overflow
         self.on_flag, self.on_token, self.system = on_flag, on_token, system
         self._closed = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -139,7 +139,7 @@ class GuardedChat:
 
     # ----- settings -----------------------------------------------------------------
 
-    guard_config = CheckedSetting(lambda value: checked_instance("guard_config", value, GuardConfig))
+    guard_config = CheckedSetting(lambda value: checked_instance("guard_config", value, GuardConfig, optional=False))
     """The guard's settings (frozen: assign a new one, or set the properties below)."""
     threshold = property(
         lambda self: self._guard_config.resolved_threshold(self.calibrated_threshold),
@@ -163,7 +163,7 @@ class GuardedChat:
     def _set_guard(self, **change: Any) -> None:
         self.guard_config = self._guard_config.replace(**change)
 
-    cross_check_config = CheckedSetting(lambda value: checked_instance("cross_check_config", value, CrossCheckConfig))
+    cross_check_config = CheckedSetting(lambda value: checked_instance("cross_check_config", value, CrossCheckConfig, optional=False))
     """How the classifier cross-checks the guard (frozen: assign a new one to change it)."""
     cross_check = property(lambda self: self._cross_check_config.mode)
     """The cross-check mode: "confirm", "backstop" or "both"."""
@@ -187,7 +187,7 @@ class GuardedChat:
             )
         self._classifier = classifier
 
-    sampling = CheckedSetting(lambda value: checked_instance("sampling", value, SamplingConfig))
+    sampling = CheckedSetting(lambda value: checked_instance("sampling", value, SamplingConfig, optional=False))
     """How reply tokens are sampled."""
     overflow = CheckedSetting(check_overflow)
     """What a turn does when the conversation outgrows the context: "truncate" or "error"."""

@@ -156,9 +156,9 @@ def merged_cross_check_config(cross_check: CrossCheckMode | CrossCheckConfig, **
     return cross_check.replace(**{name: value for name, value in fields.items() if value is not None})
 
 
-def checked_instance(name: str, value: Any, cls: type) -> Any:
-    """``value`` if it is None or a ``cls``; else an :class:`ArgumentTypeError` naming ``name``."""
-    if value is not None and not isinstance(value, cls):
+def checked_instance(name: str, value: Any, cls: type, *, optional: bool = True) -> Any:
+    """``value`` if it is a ``cls`` (or None, if ``optional``); else an :class:`ArgumentTypeError` naming ``name``."""
+    if not (value is None and optional) and not isinstance(value, cls):
         raise ArgumentTypeError(f"{name} must be a {cls.__name__}, not {value!r}")
     return value
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import llama_cpp
 
 from .errors import (
+    ArgumentTypeError,
     ConfigError,
     ChatTemplateError,
     MissingRfTokenError,
@@ -83,6 +84,7 @@ def load_model(
     rounded up to a multiple of :data:`CTX_PAD`. ``llama_kwargs`` go to ``llama_cpp.Llama``
     (checked by :func:`check_llama_kwargs`).
     """
+    _check_settings(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
     extra = check_llama_kwargs(llama_kwargs)
     if isinstance(model, llama_cpp.Llama):
         if extra:
@@ -119,6 +121,8 @@ def check_llama_kwargs(kwargs: Mapping[str, object] | None) -> dict[str, object]
     Unknown names, names rfsdk sets from its own arguments and settings that would blind
     the guard are refused with a ``ValueError`` that says what to do instead.
     """
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ArgumentTypeError(f"llama_kwargs must be a dict of llama_cpp.Llama settings, not {kwargs!r}")
     extra = dict(kwargs or {})
     accepted = inspect.signature(llama_cpp.Llama.__init__).parameters
     for name in extra:
@@ -132,6 +136,22 @@ def check_llama_kwargs(kwargs: Mapping[str, object] | None) -> dict[str, object]
                 f"(llama-cpp-python {llama_cpp.__version__}); check the spelling."
             )
     return extra
+
+
+def _check_settings(model: object, *, n_ctx: object, n_gpu_layers: object, n_threads: object) -> None:
+    if not isinstance(model, (str, os.PathLike, llama_cpp.Llama)):
+        raise ArgumentTypeError(
+            f"model must be a GGUF path, an hf://org/repo/file.gguf address or a llama_cpp.Llama, not {model!r}"
+        )
+    for name, value, least, optional in (
+        ("n_ctx", n_ctx, 1, True),
+        ("n_threads", n_threads, 1, True),
+        ("n_gpu_layers", n_gpu_layers, -1, False),
+    ):
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be a whole number >= {least}{' or None' if optional else ''}, not {value!r}")
 
 
 def _padded(n_ctx: int) -> int:
