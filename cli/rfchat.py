@@ -8,7 +8,8 @@ from contextlib import ExitStack
 
 import click
 
-from rfsdk import GuardedChat, MissingRfTokenError, SamplingConfig, default_model
+from rfsdk import Action, GuardedChat, MissingRfTokenError, SamplingConfig, default_model
+from rfsdk._policies import ACTIONS
 
 from .commands import KEYS, command_table
 from .console import banner, interact
@@ -42,7 +43,7 @@ Commands:
 )
 @click.option("--model", "-m", metavar="MODEL", help="GGUF file, hf://org/repo/file.gguf, or a Hugging Face repo id org/repo.  [default: the bundled model]")
 @click.option("--model-file", metavar="FILE", help="With a repo id: which .gguf file of the repo.")
-@click.option("--policy", "-p", type=click.Choice(["halt", "continue", "reflect"]), default="halt", show_default=True, help="What to do when the guard fires.")
+@click.option("--policy", "-p", type=click.Choice(ACTIONS), default="halt", show_default=True, help="What to do when the guard fires.")
 @click.option("--threshold", "-t", type=click.FloatRange(0, 1, min_open=True), metavar="P", help="Fire when P(<rf>) >= P.  [default: the model's calibrated value, else 0.5]")
 @click.option("--system", "-s", metavar="TEXT", help="System prompt.")
 @click.option("--prefill", metavar="TEXT", default="", help="Start every reply with TEXT (to test prefilling attacks).")
@@ -63,7 +64,7 @@ def main(
     ctx: click.Context,
     model: str | None,
     model_file: str | None,
-    policy: str,
+    policy: Action,
     threshold: float | None,
     system: str | None,
     prefill: str,

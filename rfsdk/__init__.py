@@ -10,7 +10,7 @@
 from .chat import GuardedChat
 from .classifiers import Classifier, FunctionClassifier, LlamaJudge, TextClassifier
 from .config import DEFAULT_REFUSAL, CrossCheckConfig, GuardConfig, SamplingConfig
-from .cross_check import CrossCheckMode
+from ._cross_check import CrossCheckMode
 from .default_model import DefaultModel, default_model, default_model_path
 from .errors import (
     ArgumentTypeError,
@@ -48,7 +48,7 @@ from .events import (
     VerdictEvent,
 )
 from .model_source import resolve_model
-from .prompt import CHATML_TEMPLATE
+from ._prompt import CHATML_TEMPLATE
 
 __version__ = "0.1.0"
 

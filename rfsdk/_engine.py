@@ -2,7 +2,7 @@
 
 :class:`TurnEngine` is the single streaming engine behind ``GuardedChat.stream``, ``send``,
 ``astream`` and ``asend``. It builds the prompt, runs llama.cpp's generation with the
-:class:`~rfsdk.guard.TurnGuard` watching every step, hands tokens, flags and classifier
+:class:`~rfsdk._guard.TurnGuard` watching every step, hands tokens, flags and classifier
 verdicts out as events, and acts on the policy's decisions. The caller holds the model's
 lock for the whole turn.
 """
@@ -16,14 +16,14 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import llama_cpp
 
 from ._turn_state import TurnState
 from .classifiers.base import Classifier
 from .config import CrossCheckConfig, GuardConfig, Overflow, SamplingConfig
-from .cross_check import TurnChecks
+from ._cross_check import TurnChecks
 from .errors import ConfigError, EmptyMessageError
 from .events import (
     Check,
@@ -38,10 +38,10 @@ from .events import (
     TokenEvent,
     VerdictEvent,
 )
-from .guard import TurnGuard
-from .policies import PolicyFn
-from .prefill_check import opening_probabilities
-from .prompt import PromptBuilder, check_text, fit_prompt, token_piece
+from ._guard import TurnGuard
+from ._policies import PolicyFn
+from ._prefill_check import opening_probabilities
+from ._prompt import PromptBuilder, check_text, fit_prompt, token_piece
 
 MIN_REPLY_ROOM = 128
 """Prompt fitting keeps this many context tokens free for the reply (fewer if max_tokens is smaller)."""
@@ -396,7 +396,7 @@ class TurnEngine:
         return reply
 
 
-def _call(callback: Callable[[object], None] | None, arg: object, name: str) -> str | None:
+def _call(callback: Callable[[Any], None] | None, arg: object, name: str) -> str | None:
     if callback is None:
         return None
     try:

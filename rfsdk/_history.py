@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from .errors import HistoryError, RfsdkError
 from .events import Message
-from .prompt import check_text
+from ._prompt import check_text
 
 _FIELDS = set(Message.model_fields)
 

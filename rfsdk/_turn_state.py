@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .cross_check import TurnChecks
+from ._cross_check import TurnChecks
 from .events import FinishReason, Flag, Message, Reply, Timings, TokenEvent, Usage
-from .guard import TurnGuard
+from ._guard import TurnGuard
 
 
 @dataclass

@@ -50,7 +50,7 @@ def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> floa
     return min(float(above), 1.0)
 
 
-def roc_auc(harmful_scores: Sequence[float], benign_scores: Sequence[float]) -> float:
+def roc_auc(harmful_scores: Sequence[float] | np.ndarray, benign_scores: Sequence[float] | np.ndarray) -> float:
     """P(a harmful score > a benign score), ties counting one half."""
     h = np.asarray(harmful_scores, dtype=np.float64)
     b = np.asarray(benign_scores, dtype=np.float64)

@@ -1,7 +1,7 @@
 """GuardedChat: a streaming chat over llama.cpp that watches P(<rf>) at every token.
 
 This module is the façade: settings, history, the turn methods and the lifecycle. The turn
-itself runs in :mod:`rfsdk._engine`; the guard's per-step check in :mod:`rfsdk.guard`.
+itself runs in :mod:`rfsdk._engine`; the guard's per-step check in :mod:`rfsdk._guard`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from ._history import check_history, read_history, write_history
 from .classifiers.base import Classifier, ClassifierLike, as_classifier
 from .config import CheckedSetting, CrossCheckConfig, GuardConfig, Overflow, SamplingConfig, check_callback
 from .config import check_overflow, checked_instance, merged_cross_check_config, merged_guard_config
-from .cross_check import CrossCheckMode
+from ._cross_check import CrossCheckMode
 from .errors import ChatClosedError, ConfigError
 from .events import EndEvent, Event, Message, Reply
-from .loading import load_model
-from .model_lock import lock_for
-from .policies import PolicyLike, resolve_policy
-from .prompt import PromptBuilder, check_text
+from ._loading import load_model
+from ._model_lock import lock_for
+from ._policies import PolicyLike, resolve_policy
+from ._prompt import PromptBuilder, check_text
 
 _CLASSIFIER_WORKERS = 2
 _KEEP: Any = object()
@@ -316,13 +316,13 @@ class GuardedChat:
             threshold=self.threshold,
             flag_sampled=self.flag_sampled,
             policy=resolve_policy(self._guard_config.policy),
-            sampling=self._sampling,
-            system=self._system,
-            overflow=self._overflow,
+            sampling=self.sampling,
+            system=self.system,
+            overflow=self.overflow,
             classifier=self._classifier,
             cross_check=self._cross_check_config,
-            on_token=self._on_token,
-            on_flag=self._on_flag,
+            on_token=self.on_token,
+            on_flag=self.on_flag,
         )
 
     def _record(self, user: Message, reply: Reply) -> None:

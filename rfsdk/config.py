@@ -7,9 +7,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .cross_check import CrossCheckMode
+from ._cross_check import CrossCheckMode
 from .errors import ArgumentTypeError, ConfigError
-from .policies import PolicyLike, resolve_policy
+from ._policies import PolicyLike, resolve_policy
 
 DEFAULT_REFUSAL = "I can't help with that."
 DEFAULT_THRESHOLD = 0.5

@@ -31,7 +31,7 @@ from rfsdk import GuardedChat, SamplingConfig
 from rfsdk.demo_model import DEMO_CHAT_TEMPLATE, DEMO_TRIGGER_WORD
 from rfsdk.errors import ContextOverflowError, EmptyMessageError, InvalidTextError
 from rfsdk.events import EndEvent, NoticeEvent
-from rfsdk.prompt import token_piece
+from rfsdk._prompt import token_piece
 
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=16)
 _SPECIAL_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED

@@ -48,7 +48,7 @@ class FunctionClassifier(Classifier):
             raise ArgumentTypeError(f"a classifier function must be callable, not {fn!r}")
         self._fn = fn
         self.threshold = threshold
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name = name or str(getattr(fn, "__name__", type(fn).__name__))
 
     def classify(self, prompt: str, reply: str = "") -> Verdict:
         out = self._fn(prompt, reply)

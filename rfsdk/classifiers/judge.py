@@ -10,9 +10,9 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..events import Verdict
-from ..loading import load_model
-from ..model_lock import lock_for
-from ..prompt import PromptBuilder, token_piece
+from .._loading import load_model
+from .._model_lock import lock_for
+from .._prompt import PromptBuilder, token_piece
 from .base import Classifier
 from .judge_formats import FORMATS, JudgeFormat
 

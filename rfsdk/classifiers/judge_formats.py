@@ -13,7 +13,7 @@ import llama_cpp
 
 from ..errors import ChatTemplateError
 from ..events import Message
-from ..prompt import PromptBuilder
+from .._prompt import PromptBuilder
 
 LLAMA_GUARD_3_CATEGORIES: dict[str, str] = {
     "S1": "Violent Crimes",

@@ -19,10 +19,10 @@ from .errors import (
     ModelFileError,
     RfTokenTypeError,
 )
-from .gguf_file import read_gguf_info
-from .model_checks import check_model_info, is_threshold
+from ._gguf_file import read_gguf_info
+from ._model_checks import check_model_info, is_threshold
 from .model_source import resolve_model
-from .prompt import token_piece
+from ._prompt import token_piece
 
 MAX_DEFAULT_CTX = 4096
 CTX_PAD = 256
@@ -80,7 +80,7 @@ def load_model(
 
     The GGUF header is checked before llama.cpp sees the file, so a missing <rf>
     token, a truncated download or a file of another kind fails fast and clearly, and so
-    does metadata that would crash llama.cpp (see :mod:`rfsdk.model_checks`). ``n_ctx`` is
+    does metadata that would crash llama.cpp (see :mod:`rfsdk._model_checks`). ``n_ctx`` is
     rounded up to a multiple of :data:`CTX_PAD`. ``llama_kwargs`` go to ``llama_cpp.Llama``
     (checked by :func:`check_llama_kwargs`).
     """

@@ -207,5 +207,5 @@ def token_piece(llm: llama_cpp.Llama, token_id: int, *, special: bool = False) -
         buf = (ctypes.c_char * size)()
         n = llama_cpp.llama_token_to_piece(llm._model.vocab, token_id, buf, size, 0, special)
         if n >= 0:
-            return bytes(buf[:n])
+            return buf.raw[:n]
         size = -n

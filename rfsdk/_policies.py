@@ -23,7 +23,12 @@ def resolve_policy(policy: PolicyLike) -> PolicyFn:
                 f"Unknown policy {policy!r}: use one of {', '.join(ACTIONS)} or a callable "
                 "that takes a Flag and returns one of them."
             )
-        return lambda flag, _action=policy: _action
+        action: Action = policy  # checked against ACTIONS above
+
+        def fixed(flag: Flag) -> Action:
+            return action
+
+        return fixed
     if callable(policy):
         return policy
     raise ArgumentTypeError(f"policy must be one of {', '.join(ACTIONS)} or a callable, not {policy!r}")

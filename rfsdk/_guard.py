@@ -12,8 +12,8 @@ import numpy as np
 
 from .config import SamplingConfig
 from .events import ErrorEvent, Flag, FlagSource
-from .policies import ACTIONS, PolicyFn
-from .sampling_chain import repeat_penalty_range, sample_probability
+from ._policies import ACTIONS, PolicyFn
+from ._sampling_chain import repeat_penalty_range, sample_probability
 
 StopReason = Literal["halt", "cancelled", "error"]
 """Why the guard ended a reply."""
@@ -176,6 +176,7 @@ class TurnGuard:
             e = math.exp((rf_high - top_low) / t)
             if draw >= e / (1.0 + e):
                 return False
+        assert self._rf is not None, "only asked when the model has <rf>"
         return draw < sample_probability(scores, self._rf, self._sampling, recent)
 
     def _recent_tokens(self) -> np.ndarray:
@@ -189,7 +190,7 @@ class TurnGuard:
 
     def open_with(self, probabilities: Sequence[float]) -> None:
         """Take P(<rf>) over a prefilled reply's opening, the reply start first, measured before
-        generation (:mod:`rfsdk.prefill_check`): the first step counts the highest as its own.
+        generation (:mod:`rfsdk._prefill_check`): the first step counts the highest as its own.
         An empty list (the measurement was cancelled) changes nothing."""
         if probabilities:
             self.prompt_probability = probabilities[0]
