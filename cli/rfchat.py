@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import ExitStack
 
 import click
 
-from rfsdk import Action, GuardedChat, MissingRfTokenError, SamplingConfig, default_model
+from rfsdk import Action, _constants, GuardedChat, MissingRfTokenError, SamplingConfig, default_model
 from rfsdk._policies import ACTIONS
 
 from .commands import KEYS, command_table
@@ -88,7 +87,7 @@ def main(
     """
     if model_file is not None and model is None:
         raise click.UsageError("--model-file names a file of the repo given with --model org/repo.")
-    if os.environ.get("NO_COLOR"):
+    if _constants.no_color():
         ctx.color = False
     quiet = quiet or as_json
     with user_errors(hint={MissingRfTokenError: "In rfchat: --allow-unguarded."}), ExitStack() as stack:
