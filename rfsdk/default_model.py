@@ -93,7 +93,7 @@ def _trained(base: Path, adapter: Path, progress: Progress | None) -> DefaultMod
         kind="trained",
         description=(
             "trained default: SmolLM2-135M-Instruct with the red-flag token <rf> "
-            "(a small model; see the model card in the README for what its guard catches and misses)."
+            "(a small model; see docs/default-model.md for what its guard catches and misses)."
         ),
     )
 
