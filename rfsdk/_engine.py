@@ -254,6 +254,8 @@ class TurnEngine:
         tokens.close()
         turn.text += decoder.decode(b"", final=True)
         yield EndEvent(**self._finish().model_dump())
+        if guard.interrupt is not None:  # e.g. Ctrl-C inside the policy: the turn is closed, now pass it on
+            raise guard.interrupt
 
     # Each step below yields events and returns the turn's Outcome.
 
