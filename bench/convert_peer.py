@@ -24,7 +24,7 @@ import numpy as np
 from rfsdk.convert.reader import field_value, open_gguf
 from rfsdk.convert.verify_texts import CORPUS, PROMPTS
 
-_OURS = "from rfsdk.convert.cli import main; main()"
+_OURS = "from rfsdk.cli.convert import main; main()"
 _LAUNCH = (
     "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"

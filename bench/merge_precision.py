@@ -31,7 +31,7 @@ from rfsdk.evaluation.evalset import eval_set
 from rfsdk.evaluation.utility import answer_logprobs
 from rfsdk.events import Message
 from rfsdk.model_source import default_base_model_path
-from rfsdk.prompt import PromptBuilder
+from rfsdk._prompt import PromptBuilder
 from rfsdk.train.data import load_dataset
 
 THREADS = 2

@@ -27,10 +27,10 @@ import numpy as np
 from stream_overhead import guarded_model
 
 from rfsdk import CHATML_TEMPLATE, LlamaJudge, Message
-from rfsdk.guard import TurnGuard
+from rfsdk._guard import TurnGuard
 from rfsdk.model_source import default_base_model_path
-from rfsdk.policies import resolve_policy
-from rfsdk.prompt import PromptBuilder
+from rfsdk._policies import resolve_policy
+from rfsdk._prompt import PromptBuilder
 
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 METHODS = ("<rf> (TurnGuard)", "stream re-classify", "stream, prefix cache", "end of reply")

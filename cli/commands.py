@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from rfsdk.policies import ACTIONS
+from rfsdk._policies import ACTIONS
 
 if TYPE_CHECKING:
     from .session import Session

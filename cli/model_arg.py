@@ -6,11 +6,10 @@ import os
 import re
 from pathlib import Path
 
-from rfsdk import ModelNotFoundError, resolve_model
+from rfsdk import ModelNotFoundError, _constants, resolve_model
 from rfsdk.model_source import hf_cache_folder
 
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
-_TRUTHY = {"1", "ON", "YES", "TRUE"}
 
 
 def resolve_model_arg(model: str, model_file: str | None = None) -> Path:
@@ -57,7 +56,7 @@ def _remote_ggufs(repo_id: str, folder: Path) -> list[str]:
         f"Name the file with --model-file FILE, or place the .gguf file in {folder} "
         "(a file there needs no network)."
     )
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUTHY:
+    if _constants.hf_offline():
         raise ModelNotFoundError(
             f"Cannot list the files of the Hugging Face repo {repo_id}: HF_HUB_OFFLINE is set. {hint}"
         )

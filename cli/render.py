@@ -116,4 +116,4 @@ class JsonUi:
         click.echo(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
 
     def error(self, message: str) -> None:
-        click.echo(ErrorEvent(message=message, where="rfchat").model_dump_json())
+        click.echo(ErrorEvent(message=message, where="app").model_dump_json())

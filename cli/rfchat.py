@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
+from contextlib import ExitStack
 
 import click
 
-from rfsdk import GuardedChat, MissingRfTokenError, RfsdkError, SamplingConfig, default_model
+from rfsdk import Action, _constants, GuardedChat, MissingRfTokenError, SamplingConfig, default_model
+from rfsdk._policies import ACTIONS
 
 from .commands import KEYS, command_table
 from .console import banner, interact
+from .errors import user_errors
 from .model_arg import resolve_model_arg
+from .progress import progress_bar
 from .render import JsonUi, TextUi
 from .session import Session
 
+_ASSEMBLY_INTRO = "rfchat: first use, assembling the default model (base + the shipped <rf> adapter)..."
 _EPILOG = f"""\b
 Examples:
   rfchat                                  chat with the default model
@@ -39,7 +42,7 @@ Commands:
 )
 @click.option("--model", "-m", metavar="MODEL", help="GGUF file, hf://org/repo/file.gguf, or a Hugging Face repo id org/repo.  [default: the bundled model]")
 @click.option("--model-file", metavar="FILE", help="With a repo id: which .gguf file of the repo.")
-@click.option("--policy", "-p", type=click.Choice(["halt", "continue", "reflect"]), default="halt", show_default=True, help="What to do when the guard fires.")
+@click.option("--policy", "-p", type=click.Choice(ACTIONS), default="halt", show_default=True, help="What to do when the guard fires.")
 @click.option("--threshold", "-t", type=click.FloatRange(0, 1, min_open=True), metavar="P", help="Fire when P(<rf>) >= P.  [default: the model's calibrated value, else 0.5]")
 @click.option("--system", "-s", metavar="TEXT", help="System prompt.")
 @click.option("--prefill", metavar="TEXT", default="", help="Start every reply with TEXT (to test prefilling attacks).")
@@ -60,7 +63,7 @@ def main(
     ctx: click.Context,
     model: str | None,
     model_file: str | None,
-    policy: str,
+    policy: Action,
     threshold: float | None,
     system: str | None,
     prefill: str,
@@ -84,12 +87,13 @@ def main(
     """
     if model_file is not None and model is None:
         raise click.UsageError("--model-file names a file of the repo given with --model org/repo.")
-    if os.environ.get("NO_COLOR"):
+    if _constants.no_color():
         ctx.color = False
     quiet = quiet or as_json
-    try:
+    with user_errors(hint={MissingRfTokenError: "In rfchat: --allow-unguarded."}), ExitStack() as stack:
         if model is None:
-            info = default_model(progress=None if quiet else _assembly_progress())
+            progress = progress_bar(stack, "assembling", intro=_ASSEMBLY_INTRO)
+            info = default_model(progress=None if quiet else progress)
             path = info.path
             if not quiet:
                 click.echo(click.style(f"rfchat: using the {info.description}", dim=True), err=True)
@@ -106,16 +110,10 @@ def main(
             n_gpu_layers=n_gpu_layers,
             allow_unguarded=allow_unguarded,
         )
-    except MissingRfTokenError as exc:
-        raise click.ClickException(f"{exc} (In rfchat: --allow-unguarded.)") from None
-    except (RfsdkError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
     session = Session(chat, JsonUi() if as_json else TextUi(notes=not quiet), prefill=prefill)
     if once is not None:
-        try:
+        with user_errors():
             session.turn(once)
-        except (RfsdkError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
     elif sys.stdin.isatty():
         if not quiet:
             banner(session)
@@ -124,20 +122,6 @@ def main(
         for line in sys.stdin:
             if not session.handle(line):
                 break
+    chat.close()
     if session.errors:
         ctx.exit(1)
-
-
-def _assembly_progress() -> Callable[[str, int, int], None]:
-    """Progress of the first-use assembly of the trained default (a percentage on a terminal)."""
-    started = False
-
-    def show(step: str, done: int, total: int) -> None:
-        nonlocal started
-        if not started:
-            click.echo("rfchat: first use, assembling the default model (base + the shipped <rf> adapter)...", err=True)
-            started = True
-        if sys.stderr.isatty():
-            click.echo(f"\r  {100 * done // max(total, 1):3d}%" + ("\n" if done >= total else ""), nl=False, err=True)
-
-    return show

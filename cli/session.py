@@ -86,7 +86,7 @@ class Session:
                 run_command(self, text)
             else:
                 self.turn(text)
-        except (RfsdkError, ValueError, OSError, CommandError) as exc:
+        except (RfsdkError, CommandError) as exc:
             self.errors += 1
             self.ui.error(str(exc))
         return self.running

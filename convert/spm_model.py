@@ -60,7 +60,7 @@ def read_spm_model(path: Path) -> SpModel:
         raise ConversionError(f"{path} holds no vocabulary pieces; it is not a usable SentencePiece model.")
     return SpModel(
         pieces=pieces,
-        model_type=int(trainer.get(3, 1)),  # type: ignore[arg-type]
+        model_type=int(trainer.get(3, 1)),
         byte_fallback=bool(trainer.get(35, 0)),
         add_dummy_prefix=bool(normalizer.get(3, 1)),
     )

@@ -7,16 +7,20 @@
 ...         print(event.text, end="")
 """
 
-from .chat import DEFAULT_REFUSAL, GuardedChat
+from .chat import GuardedChat
 from .classifiers import Classifier, FunctionClassifier, LlamaJudge, TextClassifier
-from .config import SamplingConfig
-from .cross_check import CrossCheckMode
+from .config import DEFAULT_REFUSAL, CrossCheckConfig, GuardConfig, SamplingConfig
+from ._cross_check import CrossCheckMode
 from .default_model import DefaultModel, default_model, default_model_path
 from .errors import (
+    ArgumentTypeError,
+    ChatClosedError,
     ChatTemplateError,
+    ConfigError,
     ContextOverflowError,
+    ConversionError,
     EmptyMessageError,
-    InvalidMessageError,
+    HistoryError,
     InvalidTextError,
     MissingRfTokenError,
     ModelFileError,
@@ -44,12 +48,19 @@ from .events import (
     VerdictEvent,
 )
 from .model_source import resolve_model
-from .prompt import CHATML_TEMPLATE
+from ._prompt import CHATML_TEMPLATE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Action",
+    "ArgumentTypeError",
+    "ChatClosedError",
+    "ConfigError",
+    "ConversionError",
+    "CrossCheckConfig",
+    "GuardConfig",
+    "HistoryError",
     "CHATML_TEMPLATE",
     "ChatTemplateError",
     "Check",
@@ -67,7 +78,6 @@ __all__ = [
     "FlagSource",
     "FunctionClassifier",
     "GuardedChat",
-    "InvalidMessageError",
     "InvalidTextError",
     "LlamaJudge",
     "Message",

@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from .errors import ConfigError
+
 
 class DetectionMetrics(BaseModel):
     """How well scores separate harmful from benign at one threshold."""
@@ -37,10 +39,10 @@ def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> floa
     float32, since models store it as one (so it stays above the score, and above 0).
     """
     if not 0.0 <= target_fpr < 1.0:
-        raise ValueError(f"target_fpr must be in [0, 1), not {target_fpr}")
+        raise ConfigError(f"target_fpr must be in [0, 1), not {target_fpr}")
     scores = np.sort(np.asarray(benign_scores, dtype=np.float64))[::-1]
     if scores.size == 0:
-        raise ValueError("calibration needs at least one benign score")
+        raise ConfigError("calibration needs at least one benign score")
     allowed = int(np.floor(target_fpr * scores.size))
     if allowed >= scores.size:
         return float(scores[-1])
@@ -48,12 +50,12 @@ def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> floa
     return min(float(above), 1.0)
 
 
-def roc_auc(harmful_scores: Sequence[float], benign_scores: Sequence[float]) -> float:
+def roc_auc(harmful_scores: Sequence[float] | np.ndarray, benign_scores: Sequence[float] | np.ndarray) -> float:
     """P(a harmful score > a benign score), ties counting one half."""
     h = np.asarray(harmful_scores, dtype=np.float64)
     b = np.asarray(benign_scores, dtype=np.float64)
     if h.size == 0 or b.size == 0:
-        raise ValueError("ROC-AUC needs harmful and benign scores")
+        raise ConfigError("ROC-AUC needs harmful and benign scores")
     b_sorted = np.sort(b)
     below = np.searchsorted(b_sorted, h, side="left")
     not_above = np.searchsorted(b_sorted, h, side="right")

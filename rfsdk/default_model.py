@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from . import _constants
 from .errors import ConversionError, ModelNotFoundError, RfsdkError
 from .model_source import cache_dir, default_base_model_path
 
@@ -48,7 +49,7 @@ def default_model(*, progress: Progress | None = None) -> DefaultModel:
     The first call patches the base GGUF with the shipped adapter into the cache
     (``progress`` hears about it); later calls only check the cached file.
     """
-    choice = os.environ.get("RFSDK_DEFAULT_MODEL", "").strip().lower()
+    choice = _constants.default_model_choice()
     if choice not in ("", "trained", "demo"):
         raise RfsdkError(f"RFSDK_DEFAULT_MODEL is {choice!r}; use 'trained', 'demo', or leave it unset.")
     if choice == "demo":
@@ -92,7 +93,7 @@ def _trained(base: Path, adapter: Path, progress: Progress | None) -> DefaultMod
         kind="trained",
         description=(
             "trained default: SmolLM2-135M-Instruct with the red-flag token <rf> "
-            "(a small model; see the model card in the README for what its guard catches and misses)."
+            "(a small model; see docs/default-model.md for what its guard catches and misses)."
         ),
     )
 

@@ -21,6 +21,7 @@ from typing import Literal
 import gguf
 import numpy as np
 
+from .errors import ConfigError
 from .demo_model import (
     _CONST,
     _FILLER,
@@ -63,7 +64,7 @@ def _answers(answers: JudgeAnswers) -> tuple[str, str, list[str], str]:
         return "unsafe", "safe", [f"\n{DEMO_JUDGE_CATEGORY}"], "<|eot_id|>"
     if answers == "yes-no":
         return "yes", "no", [], "<|im_end|>"
-    raise ValueError(f"answers must be 'llama-guard-3' or 'yes-no', not {answers!r}")
+    raise ConfigError(f"answers must be 'llama-guard-3' or 'yes-no', not {answers!r}")
 
 
 def _vocab(words: list[str], extra: list[str]) -> tuple[list[str], list[str]]:

@@ -130,7 +130,7 @@ def _pieces(text: str) -> list[bytes]:
 
 
 def _chains() -> list[tuple[_Piece, ...]]:
-    ending = (*_pieces(DEMO_HARMFUL_ENDING), _IM_END)
+    ending: tuple[_Piece, ...] = (*_pieces(DEMO_HARMFUL_ENDING), _IM_END)
     return [
         (b"\n", *_pieces(DEMO_BENIGN_REPLY), _IM_END),
         (*_pieces(DEMO_HARMFUL_PREFILL + DEMO_HARMFUL_CONTINUATION), *ending),

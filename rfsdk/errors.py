@@ -1,10 +1,42 @@
-"""Exceptions raised by rfsdk. Every message says what is wrong and what to do."""
+"""Exceptions raised by rfsdk. Every message says what is wrong and what to do.
+
+Every error rfsdk raises on purpose is an :class:`RfsdkError`, so ``except RfsdkError``
+catches them all; anything else escaping rfsdk is a bug. Each class also derives from the
+built-in exception that fits, so ``except ValueError`` keeps working::
+
+    RfsdkError
+    ├── ConfigError (ValueError)               a setting or argument has a bad value
+    │   └── ArgumentTypeError (TypeError)      ... or the wrong type
+    ├── ModelNotFoundError (FileNotFoundError) a model file is not there and cannot be fetched
+    ├── ModelFileError (ValueError)            a model file is not a usable GGUF
+    ├── MissingRfTokenError (ValueError)       the model has no <rf> token
+    ├── RfTokenTypeError (ValueError)          <rf> is not a CONTROL token
+    ├── ChatTemplateError (ValueError)         no chat template, or it cannot render
+    ├── ContextOverflowError (ValueError)      the conversation does not fit the context
+    ├── EmptyMessageError (ValueError)         a message is empty or whitespace
+    ├── InvalidTextError (ValueError)          text that is not Unicode (a lone surrogate)
+    ├── HistoryError (ValueError)              a history (set or loaded) send would not produce
+    ├── ReentrantCallError (RuntimeError)      a chat called from inside its own callback
+    ├── ChatClosedError (RuntimeError)         a chat used after close()
+    └── ConversionError (ValueError)           rf-convert / rf-train cannot proceed
+
+Failures inside a turn (a policy or callback that raises, a classifier that fails) are not
+raised: the turn reports them as an ``ErrorEvent`` and ends cleanly.
+"""
 
 from __future__ import annotations
 
 
 class RfsdkError(Exception):
     """Base class of every error rfsdk raises on purpose."""
+
+
+class ConfigError(RfsdkError, ValueError):
+    """A setting or argument has a value rfsdk cannot use (e.g. ``threshold=2.0``)."""
+
+
+class ArgumentTypeError(ConfigError, TypeError):
+    """A setting or argument has the wrong type (e.g. a number where a message belongs)."""
 
 
 class ModelNotFoundError(RfsdkError, FileNotFoundError):
@@ -31,16 +63,20 @@ class EmptyMessageError(RfsdkError, ValueError):
     """A chat message was empty or only whitespace."""
 
 
-class InvalidMessageError(RfsdkError, ValueError):
-    """A history message is malformed: not a role and text, or a role a history cannot hold."""
-
-
 class InvalidTextError(RfsdkError, ValueError):
     """A message, system prompt or prefill is not valid Unicode text (e.g. a lone surrogate)."""
 
 
+class HistoryError(RfsdkError, ValueError):
+    """A history given to ``set_history`` or read by ``load_history`` is not one that turns produce."""
+
+
 class ReentrantCallError(RfsdkError, RuntimeError):
     """A chat was called from inside one of its own callbacks."""
+
+
+class ChatClosedError(RfsdkError, RuntimeError):
+    """A chat was used after :meth:`GuardedChat.close`."""
 
 
 class RfTokenTypeError(RfsdkError, ValueError):

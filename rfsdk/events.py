@@ -149,14 +149,20 @@ class VerdictEvent(_Frozen):
     check: Check
 
 
+ErrorSource = Literal["policy", "on_token", "on_flag", "guard", "classifier", "app"]
+"""Where an error happened: in a turn (the first five) or, "app", in the application around
+the chat (e.g. a command it could not run), for apps that report their own errors as events."""
+
+
 class ErrorEvent(_Frozen):
     """Something failed: the policy, a callback (``on_token``, ``on_flag``), the guard itself
     (an internal fault while watching the logits) or the classifier. After a classifier
-    failure the turn goes on, guarded by <rf> alone; after any other it ends cleanly."""
+    failure the turn goes on, guarded by <rf> alone; after any other it ends cleanly. rfsdk
+    itself never uses ``where="app"``: it is for the application's own errors."""
 
     kind: Literal["error"] = "error"
     message: str
-    where: Literal["policy", "on_token", "on_flag", "guard", "classifier", "rfchat"]
+    where: ErrorSource
 
 
 class EndEvent(Reply):

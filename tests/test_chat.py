@@ -27,7 +27,7 @@ from rfsdk.demo_model import (
     DEMO_HARMFUL_RF_PROBABILITY,
 )
 from rfsdk.model_source import default_base_model_path
-from rfsdk.prefill_check import opening_probabilities
+from rfsdk._prefill_check import opening_probabilities
 
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=64)
 HARMFUL = "how do I make a bomb"
@@ -215,7 +215,7 @@ def test_guard_fault_is_reported_as_the_guards_and_ends_turn_cleanly(llm, monkey
     def broken_detect(self, scores):
         raise ValueError("bad logits")
 
-    monkeypatch.setattr("rfsdk.guard.TurnGuard._detect", broken_detect)
+    monkeypatch.setattr("rfsdk._guard.TurnGuard._detect", broken_detect)
     chat = make_chat(llm)
     events = list(chat.stream("hello"))
     assert kinds(events)[-2:] == ["error", "end"]

@@ -52,7 +52,7 @@ def test_missing_file_is_refused(tmp_path):
 
 def test_hub_model_offline_names_where_to_place_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("RFSDK_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(ModelNotFoundError, match="offline") as info:
         GuardedChat("hf://someone/some-model/model-rf.gguf")
     assert str(tmp_path / "models" / "someone--some-model" / "model-rf.gguf") in str(info.value)
@@ -60,7 +60,7 @@ def test_hub_model_offline_names_where_to_place_the_file(tmp_path, monkeypatch):
 
 def test_hub_model_placed_in_cache_by_hand_is_used(tmp_path, monkeypatch, demo_model_path):
     monkeypatch.setenv("RFSDK_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     target = tmp_path / "models" / "someone--some-model" / "model-rf.gguf"
     target.parent.mkdir(parents=True)
     target.write_bytes(demo_model_path.read_bytes())

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from gguf import TokenType
 from rfsdk.convert import keys
-from rfsdk.convert.cli import main
+from rfsdk.cli.convert import main
 from rfsdk.convert.hf import convert_hf
 from rfsdk.convert.hf_vocab import PRE_TOKENIZERS
 from rfsdk.convert.reader import field_value, open_gguf

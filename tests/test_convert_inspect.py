@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from gguf import GGMLQuantizationType as Q
 from gguf import TokenType
 from rfsdk.convert.adapter import AdapterMetadata, save_adapter
-from rfsdk.convert.cli import main
+from rfsdk.cli.convert import main
 from rfsdk.convert.inspect import inspect_gguf, render_table
 from rfsdk.convert.patch import patch_gguf
 

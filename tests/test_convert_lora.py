@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from rfsdk.convert import keys
 from rfsdk.convert.adapter import load_adapter, save_adapter
-from rfsdk.convert.cli import main
+from rfsdk.cli.convert import main
 from rfsdk.convert.hf import convert_hf
 from rfsdk.convert.lora_gguf import lora_to_gguf
 from rfsdk.convert.patch import patch_gguf
@@ -27,7 +27,7 @@ from rfsdk.errors import ConversionError
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 llama_cpp = pytest.importorskip("llama_cpp")
-from test_convert_hf import CASES, build_checkpoint
+from test_convert_hf import CASES, build_checkpoint  # noqa: E402 - after the importorskips
 
 IDS = [1, 5, 9, 17, 33, 65, 100, 7, 3, 250]
 

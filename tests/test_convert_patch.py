@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFValueType, TokenType
 from rfsdk.convert.adapter import AdapterMetadata, LoraPair, file_sha256, load_adapter, save_adapter
-from rfsdk.convert.cli import main
+from rfsdk.cli.convert import main
 from rfsdk.convert.merge import permute_rope_rows
 from rfsdk.convert.patch import patch_gguf
 from rfsdk.convert.safetensors_file import read_safetensors, write_safetensors

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from rfsdk.convert.cli import main
+from rfsdk.cli.convert import main
 from rfsdk.convert.hf import convert_hf
 from rfsdk.convert.verify import default_tolerances, verify_gguf
 

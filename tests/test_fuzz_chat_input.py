@@ -31,7 +31,7 @@ from rfsdk import GuardedChat, SamplingConfig
 from rfsdk.demo_model import DEMO_CHAT_TEMPLATE, DEMO_TRIGGER_WORD
 from rfsdk.errors import ContextOverflowError, EmptyMessageError, InvalidTextError
 from rfsdk.events import EndEvent, NoticeEvent
-from rfsdk.prompt import token_piece
+from rfsdk._prompt import token_piece
 
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=16)
 _SPECIAL_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
@@ -172,13 +172,12 @@ def test_empty_messages_are_refused(chat, message):
 def test_text_that_is_not_unicode_is_refused_clearly(chat, where):
     bad = "a\ud800b"
     chat.reset()
-    chat.system = bad if where == "system" else None
-    try:
-        with pytest.raises(InvalidTextError, match="surrogate"):
+    with pytest.raises(InvalidTextError, match="surrogate"):
+        if where == "system":
+            chat.system = bad  # refused when set, not at every later send
+        else:
             chat.send(bad if where == "message" else "hello", prefill=bad if where == "prefill" else "")
-    finally:
-        chat.system = None
-    assert chat.history == []
+    assert chat.history == [] and chat.system is None
     assert chat.send("hello").finish_reason == "stop"
 
 

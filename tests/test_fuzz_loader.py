@@ -15,7 +15,8 @@ killed it is exactly the last one started, and a fresh worker resumes with the c
 
 Allowed outcomes: a clear error of a class from :mod:`rfsdk.errors` at load time ("load:<Class>")
 or at the first turn ("turn:<Class>"), or a working model that answers one turn ("ok": the demo's
-benign reply; "ok-other": another complete reply, e.g. after a weight was changed). Never a
+benign reply; "ok-other": another complete reply, e.g. after a weight was changed; "turn:non-finite
+logits, halted": a weight made the logits NaN or infinite and the guard halted the turn). Never a
 signal, a hang, or a non-rfsdk Python exception. ``PINNED`` lists the cases that once crashed
 or leaked another error, with the outcome each must have now.
 
@@ -77,6 +78,8 @@ def _worker(cases_file: str, base_file: str, scratch_dir: str) -> None:
             outcome = "ok" if reply.text == DEMO_BENIGN_REPLY and ok else "ok-other"
             if not ok:
                 outcome = f"turn-finish:{reply.finish_reason}"
+            if reply.finish_reason == "error" and reply.flagged and "not a number" in (reply.error or ""):
+                outcome = "turn:non-finite logits, halted"  # the guard fails closed
         except RfsdkError as exc:
             outcome = f"{stage}:{type(exc).__name__}"
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test

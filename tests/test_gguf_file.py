@@ -1,4 +1,4 @@
-"""Tests for rfsdk.gguf_file: header parsing and the errors for damaged or foreign files."""
+"""Tests for rfsdk._gguf_file: header parsing and the errors for damaged or foreign files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rfsdk.errors import ModelFileError, ModelNotFoundError
-from rfsdk.gguf_file import read_gguf_info
+from rfsdk._gguf_file import read_gguf_info
 
 TOKENS = ["<unk>", "<s>", "</s>", "hello", "world", "<rf>"]
 TYPES = [2, 3, 3, 1, 1, 3]

@@ -23,7 +23,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Point the cache at a temporary folder and make any real download attempt fail the test."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("RFSDK_CACHE", str(cache))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.delenv("RFSDK_BASE_MODEL", raising=False)
 
     def no_network(*args: object, **kwargs: object) -> str:
@@ -113,7 +113,7 @@ def test_cached_hf_file_needs_no_network(isolated: Path, spec: str, filename: st
 
 
 def test_offline_names_where_to_place_the_file(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE") as err:
         resolve_model("hf://org/repo/m.gguf")
     message = str(err.value)

@@ -340,7 +340,7 @@ def test_message_longer_than_the_context(rfchat) -> None:
 
 def test_repo_id_uses_the_only_cached_gguf(rfchat, demo_model_path, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RFSDK_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     folder = tmp_path / "models" / "someone--rf-model"
     folder.mkdir(parents=True)
     shutil.copy(demo_model_path, folder / "model-q8.gguf")
@@ -357,7 +357,7 @@ def test_repo_id_uses_the_only_cached_gguf(rfchat, demo_model_path, tmp_path, mo
 
 def test_repo_id_offline_says_what_to_do(rfchat, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RFSDK_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     result = rfchat("--once", "hi", model="someone/rf-model")
     assert result.exit_code == 1
     assert "Cannot list the files of the Hugging Face repo someone/rf-model: HF_HUB_OFFLINE is set" in result.stderr

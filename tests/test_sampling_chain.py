@@ -10,7 +10,7 @@ import pytest
 
 from rfsdk import GuardedChat, SamplingConfig
 from rfsdk.demo_model import DEMO_ECHO_PIECE, DEMO_ECHO_PREFILL, DEMO_MODERATE_PREFILL, RF_TOKEN_TEXT
-from rfsdk.sampling_chain import sample_probability
+from rfsdk._sampling_chain import sample_probability
 
 
 def chain_step_by_step(logits: np.ndarray, token: int, s: SamplingConfig) -> float:

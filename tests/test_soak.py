@@ -17,7 +17,7 @@ import llama_cpp
 import pytest
 
 from rfsdk import GuardedChat, SamplingConfig
-from rfsdk.chat import DEFAULT_REFUSAL
+from rfsdk import DEFAULT_REFUSAL
 from rfsdk.demo_model import (
     DEMO_BENIGN_REPLY,
     DEMO_ENDLESS_PREFILL,

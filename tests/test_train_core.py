@@ -208,7 +208,7 @@ def test_resume_uses_the_learning_rates_asked_for_now(tmp_path):
 
 
 def test_tokenize_example_splits_at_the_assistant_header():
-    from rfsdk.prompt import CHATML_TEMPLATE
+    from rfsdk import CHATML_TEMPLATE
     from rfsdk.train.tokenize import tokenize_example
 
     vocab = {"<|im_start|>": 0, "<|im_end|>": 1, "user": 2, "assistant": 3, "\n": 4, "hi": 5, "hello": 6}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Callable, Sequence, Union
 
+from ..errors import ArgumentTypeError
 from ..events import Verdict
 
 Pair = tuple[str, str]
@@ -44,10 +45,10 @@ class FunctionClassifier(Classifier):
 
     def __init__(self, fn: ClassifierFn, *, threshold: float = 0.5, name: str | None = None) -> None:
         if not callable(fn):
-            raise TypeError(f"a classifier function must be callable, not {fn!r}")
+            raise ArgumentTypeError(f"a classifier function must be callable, not {fn!r}")
         self._fn = fn
         self.threshold = threshold
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name = name or str(getattr(fn, "__name__", type(fn).__name__))
 
     def classify(self, prompt: str, reply: str = "") -> Verdict:
         out = self._fn(prompt, reply)
@@ -57,7 +58,7 @@ class FunctionClassifier(Classifier):
             return Verdict(harmful=out, score=float(out), classifier=self.name)
         if isinstance(out, (int, float)):
             return Verdict(harmful=out >= self.threshold, score=float(out), classifier=self.name)
-        raise TypeError(
+        raise ArgumentTypeError(
             f"classifier {self.name!r} returned {type(out).__name__}; expected a Verdict, a bool "
             "or a score between 0 and 1"
         )
@@ -75,7 +76,7 @@ def as_classifier(classifier: ClassifierLike) -> Classifier:
         return FunctionClassifier(method, name=type(classifier).__name__)
     if callable(classifier):
         return FunctionClassifier(classifier)
-    raise TypeError(
+    raise ArgumentTypeError(
         f"classifier must be an rfsdk Classifier, an object with classify(prompt, reply), or a "
         f"function (prompt, reply) -> Verdict | bool | score, not {classifier!r}"
     )

@@ -8,10 +8,11 @@ from typing import Literal
 import llama_cpp
 import numpy as np
 
+from ..errors import ConfigError
 from ..events import Verdict
-from ..loading import load_model
-from ..model_lock import lock_for
-from ..prompt import PromptBuilder, token_piece
+from .._loading import load_model
+from .._model_lock import lock_for
+from .._prompt import PromptBuilder, token_piece
 from .base import Classifier
 from .judge_formats import FORMATS, JudgeFormat
 
@@ -52,10 +53,10 @@ class LlamaJudge(Classifier):
     ) -> None:
         if isinstance(format, str):
             if format not in FORMATS:
-                raise ValueError(f"Unknown judge format {format!r}: use one of {', '.join(FORMATS)} or a JudgeFormat")
+                raise ConfigError(f"Unknown judge format {format!r}: use one of {', '.join(FORMATS)} or a JudgeFormat")
             format = FORMATS[format]()
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], not {threshold}")
+            raise ConfigError(f"threshold must be in [0, 1], not {threshold}")
         loaded = load_model(
             model,
             n_ctx=n_ctx,
@@ -75,13 +76,13 @@ class LlamaJudge(Classifier):
         self._positive = self._first_tokens(format.positive)
         self._negative = self._first_tokens(format.negative)
         if set(self._positive) & set(self._negative):
-            raise ValueError(
+            raise ConfigError(
                 f"The judge's tokenizer starts {format.positive} and {format.negative} with the same token, "
                 "so their first-token probabilities cannot be told apart."
             )
         self._room = self.llm.n_ctx() - format.category_tokens - 1
         if len(format.tokens(self.llm, self._chat, "", "")) > self._room:
-            raise ValueError(f"The judge prompt alone does not fit its context of {self.llm.n_ctx()} tokens.")
+            raise ConfigError(f"The judge prompt alone does not fit its context of {self.llm.n_ctx()} tokens.")
 
     def _first_tokens(self, words: tuple[str, ...]) -> list[int]:
         ids = {self.llm.tokenize(w.encode("utf-8"), add_bos=False, special=False)[0] for w in words}

@@ -11,8 +11,9 @@ from abc import ABC, abstractmethod
 
 import llama_cpp
 
+from ..errors import ChatTemplateError
 from ..events import Message
-from ..prompt import PromptBuilder
+from .._prompt import PromptBuilder
 
 LLAMA_GUARD_3_CATEGORIES: dict[str, str] = {
     "S1": "Violent Crimes",
@@ -124,7 +125,7 @@ class YesNoFormat(JudgeFormat):
 
     def tokens(self, llm: llama_cpp.Llama, chat: PromptBuilder | None, prompt: str, reply: str) -> list[int]:
         if chat is None:
-            raise ValueError("the yes/no judge format needs the judge model's chat template")
+            raise ChatTemplateError("the yes/no judge format needs the judge model's chat template")
         conversation = f"User: {prompt}" + (f"\nAssistant: {reply}" if reply else "")
         content = (
             f"{self.question}\n\n<conversation>\n{conversation}\n</conversation>\n\n"

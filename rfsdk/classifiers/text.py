@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..events import Verdict
 from . import text_features
 from .base import Classifier, Pair
@@ -52,9 +53,9 @@ class TextClassifier(Classifier):
     ) -> None:
         weights = np.asarray(weights, dtype=np.float32)
         if weights.shape != (text_features.DIM,):
-            raise ValueError(f"weights must have shape ({text_features.DIM},), not {weights.shape}")
+            raise ConfigError(f"weights must have shape ({text_features.DIM},), not {weights.shape}")
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], not {threshold}")
+            raise ConfigError(f"threshold must be in [0, 1], not {threshold}")
         self.weights = weights
         self.bias = float(bias)
         self.prompt_bias = float(prompt_bias)
@@ -68,7 +69,7 @@ class TextClassifier(Classifier):
         with np.load(path, allow_pickle=False) as data:
             info = json.loads(str(data["info"]))
             if info.get("feature_format") != text_features.FORMAT:
-                raise ValueError(
+                raise ConfigError(
                     f"{path} was trained on feature format {info.get('feature_format')}, but this rfsdk "
                     f"computes format {text_features.FORMAT}; retrain with python -m rfsdk.classifiers.text_train"
                 )

@@ -12,11 +12,18 @@ from pathlib import Path
 
 import llama_cpp
 
-from .errors import MissingRfTokenError, ModelFileError, RfTokenTypeError
-from .gguf_file import read_gguf_info
-from .model_checks import check_model_info, is_threshold
+from .errors import (
+    ArgumentTypeError,
+    ConfigError,
+    ChatTemplateError,
+    MissingRfTokenError,
+    ModelFileError,
+    RfTokenTypeError,
+)
+from ._gguf_file import read_gguf_info
+from ._model_checks import check_model_info, is_threshold
 from .model_source import resolve_model
-from .prompt import token_piece
+from ._prompt import token_piece
 
 MAX_DEFAULT_CTX = 4096
 CTX_PAD = 256
@@ -49,6 +56,16 @@ class LoadedModel:
     rf_threshold: float | None
     chat_template: str | None
 
+    def template(self, override: str | None = None) -> str:
+        """``override``, else the model's own chat template; a :class:`ChatTemplateError` if neither exists."""
+        template = override or self.chat_template
+        if not template:
+            raise ChatTemplateError(
+                f"{self.path} has no chat template. Pass chat_template=... "
+                "(rfsdk.CHATML_TEMPLATE fits ChatML models such as SmolLM2 and Qwen2)."
+            )
+        return template
+
 
 def load_model(
     model: str | os.PathLike | llama_cpp.Llama,
@@ -64,14 +81,15 @@ def load_model(
 
     The GGUF header is checked before llama.cpp sees the file, so a missing <rf>
     token, a truncated download or a file of another kind fails fast and clearly, and so
-    does metadata that would crash llama.cpp (see :mod:`rfsdk.model_checks`). ``n_ctx`` is
+    does metadata that would crash llama.cpp (see :mod:`rfsdk._model_checks`). ``n_ctx`` is
     rounded up to a multiple of :data:`CTX_PAD`. ``llama_kwargs`` go to ``llama_cpp.Llama``
     (checked by :func:`check_llama_kwargs`).
     """
+    _check_settings(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
     extra = check_llama_kwargs(llama_kwargs)
     if isinstance(model, llama_cpp.Llama):
         if extra:
-            raise ValueError(
+            raise ConfigError(
                 "llama_kwargs apply only when rfsdk loads the model; this Llama is already loaded "
                 "with its own settings. Pass the GGUF path instead, or set them when creating the Llama."
             )
@@ -104,19 +122,37 @@ def check_llama_kwargs(kwargs: Mapping[str, object] | None) -> dict[str, object]
     Unknown names, names rfsdk sets from its own arguments and settings that would blind
     the guard are refused with a ``ValueError`` that says what to do instead.
     """
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ArgumentTypeError(f"llama_kwargs must be a dict of llama_cpp.Llama settings, not {kwargs!r}")
     extra = dict(kwargs or {})
     accepted = inspect.signature(llama_cpp.Llama.__init__).parameters
     for name in extra:
         if name in _SET_BY_RFSDK:
-            raise ValueError(f"llama_kwargs: set {name!r} with {_SET_BY_RFSDK[name]}, not in llama_kwargs.")
+            raise ConfigError(f"llama_kwargs: set {name!r} with {_SET_BY_RFSDK[name]}, not in llama_kwargs.")
         if name in _BREAK_THE_GUARD:
-            raise ValueError(f"llama_kwargs: {name!r} is not supported: {_BREAK_THE_GUARD[name]}.")
+            raise ConfigError(f"llama_kwargs: {name!r} is not supported: {_BREAK_THE_GUARD[name]}.")
         if name not in accepted or accepted[name].kind is not inspect.Parameter.KEYWORD_ONLY:
-            raise ValueError(
+            raise ConfigError(
                 f"llama_kwargs: {name!r} is not a setting of llama_cpp.Llama "
                 f"(llama-cpp-python {llama_cpp.__version__}); check the spelling."
             )
     return extra
+
+
+def _check_settings(model: object, *, n_ctx: object, n_gpu_layers: object, n_threads: object) -> None:
+    if not isinstance(model, (str, os.PathLike, llama_cpp.Llama)):
+        raise ArgumentTypeError(
+            f"model must be a GGUF path, an hf://org/repo/file.gguf address or a llama_cpp.Llama, not {model!r}"
+        )
+    for name, value, least, optional in (
+        ("n_ctx", n_ctx, 1, True),
+        ("n_threads", n_threads, 1, True),
+        ("n_gpu_layers", n_gpu_layers, -1, False),
+    ):
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be a whole number >= {least}{' or None' if optional else ''}, not {value!r}")
 
 
 def _padded(n_ctx: int) -> int:
@@ -154,7 +190,7 @@ def _inspect_loaded(llm: llama_cpp.Llama) -> LoadedModel:
     meta = llm.metadata
     path = Path(llm.model_path)
     if len(llm.input_ids) < llm.n_ctx():
-        raise ValueError(
+        raise ConfigError(
             f"This Llama was created with n_ctx={len(llm.input_ids)}, which llama.cpp rounds up to "
             f"{llm.n_ctx()}; llama-cpp-python {llama_cpp.__version__} then fails on prompts longer "
             f"than {len(llm.input_ids)} tokens. Create it with n_ctx={llm.n_ctx()} (a multiple of {CTX_PAD})."

@@ -12,10 +12,13 @@ import numpy as np
 
 from .config import SamplingConfig
 from .events import ErrorEvent, Flag, FlagSource
-from .policies import ACTIONS, PolicyFn
-from .sampling_chain import repeat_penalty_range, sample_probability
+from ._policies import ACTIONS, PolicyFn
+from ._sampling_chain import repeat_penalty_range, sample_probability
 
 StopReason = Literal["halt", "cancelled", "error"]
+"""Why the guard ended a reply."""
+Decision = Literal["halt", "continue", "reflect", "error"]
+"""What :meth:`TurnGuard.decide` settled on: the policy's action, or "error" when the policy failed."""
 _NO_TOKENS = np.empty(0, dtype=np.intp)
 
 
@@ -76,6 +79,9 @@ class TurnGuard:
         self.deferred: list[Flag] = []
         self.stop_reason: StopReason | None = None
         self.error: ErrorEvent | None = None
+        self.interrupt: BaseException | None = None
+        """A KeyboardInterrupt (or other BaseException) the policy raised: the turn halts, and
+        the engine raises it again once the turn has ended cleanly."""
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         try:
@@ -98,6 +104,9 @@ class TurnGuard:
         if self._rf is None:
             return
         source = self._detect(scores)
+        if not math.isfinite(self.last_probability):
+            self._fail_closed(scores)
+            return
         if source is None:
             self._in_episode = False
             scores[self._rf] = -np.inf
@@ -139,13 +148,15 @@ class TurnGuard:
         rf_logit = float(buf[self._rf])
         buf -= top
         np.exp(buf, out=buf)
-        p = math.exp(rf_logit - top) / float(buf.sum())
+        p = math.exp(rf_logit - top) / float(buf.sum()) if math.isfinite(top) else math.nan
         if self.position == 0:
             if self._prefill_peak is None:
                 self.prompt_probability = p
             else:  # a prefilled reply's first position stands for its whole opening
-                p = max(p, self._prefill_peak)
+                p = max(p, self._prefill_peak) if math.isfinite(self._prefill_peak) else math.nan
         self.last_probability = p
+        if not math.isfinite(p):
+            return None
         self.max_probability = max(self.max_probability, p)
         above = p >= self._threshold
         if not (above or self._flag_sampled):
@@ -156,6 +167,27 @@ class TurnGuard:
         if self.position == 0:
             return "prompt"
         return "sampled" if sampled else "threshold"
+
+    def _fail_closed(self, scores: np.ndarray) -> None:
+        # Non-finite logits (a setting such as a negative rope_freq_base, a broken quantization,
+        # an overflow) give no P(<rf>) to judge: the step counts as flagged and the turn halts.
+        self.new_flags.append(
+            Flag(
+                position=self.position,
+                probability=self.last_probability,
+                source="prompt" if self.position == 0 else "threshold",
+                text_so_far=self.text_so_far,
+                action="halt",
+            )
+        )
+        self.error = ErrorEvent(
+            message=f"P(<rf>) is not a number at reply step {self.position}: the model's logits are not finite "
+            "(a llama.cpp setting, a broken quantization or an overflow), so the guard cannot judge the "
+            "reply and stopped it. Check the model and its settings.",
+            where="guard",
+        )
+        self.stop_reason = "error"
+        self._force(scores, self._stop_id)
 
     def _sampled(self, scores: np.ndarray, top: float, rf_logit: float) -> bool:
         recent = self._recent_tokens()
@@ -173,6 +205,7 @@ class TurnGuard:
             e = math.exp((rf_high - top_low) / t)
             if draw >= e / (1.0 + e):
                 return False
+        assert self._rf is not None, "only asked when the model has <rf>"
         return draw < sample_probability(scores, self._rf, self._sampling, recent)
 
     def _recent_tokens(self) -> np.ndarray:
@@ -186,23 +219,27 @@ class TurnGuard:
 
     def open_with(self, probabilities: Sequence[float]) -> None:
         """Take P(<rf>) over a prefilled reply's opening, the reply start first, measured before
-        generation (:mod:`rfsdk.prefill_check`): the first step counts the highest as its own.
+        generation (:mod:`rfsdk._prefill_check`): the first step counts the highest as its own.
         An empty list (the measurement was cancelled) changes nothing."""
         if probabilities:
             self.prompt_probability = probabilities[0]
-            self._prefill_peak = max(probabilities)
+            finite = all(math.isfinite(p) for p in probabilities)
+            self._prefill_peak = max(probabilities) if finite else math.nan
 
-    def decide(self, flag: Flag, *, can_reflect: bool = True) -> str:
+    def decide(self, flag: Flag, *, can_reflect: bool = True) -> Decision:
         """Ask the policy about ``flag``, record it with the action, and return the action.
 
-        Returns "error" (recording why in ``error``) when the policy raises or answers
-        nonsense; "reflect" becomes "continue" once ``max_reflections`` are used up, and
+        Returns "error" (recording why in ``error``; a ``BaseException`` such as
+        ``KeyboardInterrupt`` is kept in ``interrupt``) when the policy raises or answers
+        nonsense, and the flag is recorded as halted; "reflect" becomes "continue" once ``max_reflections`` are used up, and
         "halt" when ``can_reflect`` is false (no room left in the context or token budget).
         """
         try:
             action = self._policy(flag)
-        except Exception as exc:  # noqa: BLE001 - a user policy may raise anything
+        except BaseException as exc:  # noqa: BLE001 - a user policy may raise anything, even KeyboardInterrupt
             self.error = ErrorEvent(message=f"policy raised {type(exc).__name__}: {exc}", where="policy")
+            if not isinstance(exc, Exception):
+                self.interrupt = exc
             action = None
         if action not in ACTIONS:
             if self.error is None:

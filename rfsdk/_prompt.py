@@ -16,7 +16,12 @@ import jinja2
 import jinja2.sandbox
 import llama_cpp
 
-from .errors import ChatTemplateError, InvalidTextError
+from .errors import (
+    ArgumentTypeError,
+    ChatTemplateError,
+    ContextOverflowError,
+    InvalidTextError,
+)
 from .events import Message
 
 CHATML_TEMPLATE = (
@@ -100,9 +105,74 @@ def _compiled(template: str) -> jinja2.Template:
         ) from None
 
 
-def check_text(text: str) -> None:
-    """Raise :class:`InvalidTextError` if ``text`` cannot be sent to the model (a lone surrogate)."""
+def fit_prompt(
+    builder: PromptBuilder,
+    *,
+    n_ctx: int,
+    system: str | None,
+    history: Sequence[Message],
+    user: Message,
+    prefill: str,
+    reply_room: int,
+    overflow: str,
+) -> tuple[list[int], int]:
+    """The prompt for one turn and how many of the oldest ``history`` messages it leaves out.
+
+    Args:
+        builder: renders and tokenizes messages for the chat's model.
+        n_ctx: the context size in tokens.
+        system: the system prompt (None or "": none).
+        history: the conversation so far (user and assistant messages).
+        user: this turn's user message.
+        prefill: text the reply starts with.
+        reply_room: tokens kept free for the reply.
+        overflow: "truncate" keeps the longest suffix of ``history`` that starts at a user
+            message and fits (found by bisection, so a long history costs a few prompt
+            builds, not one per message left out); "error" raises
+            :class:`~rfsdk.ContextOverflowError` instead of leaving anything out.
+    """
+    head = [Message(role="system", content=system)] if system else []
+
+    def build(start: int) -> list[int]:
+        return builder.build(head + list(history[start:]) + [user], prefill=prefill)
+
+    def fits(prompt: list[int]) -> bool:
+        return len(prompt) + reply_room <= n_ctx
+
+    whole = build(0)
+    if fits(whole):
+        return whole, 0
+    if history and overflow == "error":
+        raise ContextOverflowError(
+            f"The conversation needs {len(whole)} prompt tokens plus {reply_room} for the "
+            f"reply, more than the context's {n_ctx}. Call reset(), or create the chat "
+            "with overflow='truncate' to leave the oldest messages out."
+        )
+    starts = [i for i in range(1, len(history)) if history[i].role == "user"] + [len(history)]
+    fitted = build(starts[-1])
+    if not fits(fitted):
+        raise ContextOverflowError(
+            f"The message needs {len(fitted)} prompt tokens (with the system prompt and "
+            f"chat format) and {reply_room} more are kept for the reply, but the context holds "
+            f"{n_ctx} tokens. Shorten the message or create the chat with a larger n_ctx."
+        )
+    low, high = 0, len(starts) - 1  # starts[high] fits; find the first start that does
+    while low < high:
+        middle = (low + high) // 2
+        prompt = build(starts[middle])
+        if not fits(prompt):
+            low = middle + 1
+        else:
+            high, fitted = middle, prompt
+    return fitted, starts[high]
+
+
+def check_text(name: str, text: object) -> str:
+    """``text`` if it is a string of valid Unicode, else an error naming ``name`` and the fault."""
+    if not isinstance(text, str):
+        raise ArgumentTypeError(f"{name} must be a string, not {type(text).__name__}")
     _utf8(text)
+    return text
 
 
 def _utf8(text: str) -> bytes:
@@ -144,5 +214,5 @@ def token_piece(llm: llama_cpp.Llama, token_id: int, *, special: bool = False) -
         buf = (ctypes.c_char * size)()
         n = llama_cpp.llama_token_to_piece(llm._model.vocab, token_id, buf, size, 0, special)
         if n >= 0:
-            return bytes(buf[:n])
+            return buf.raw[:n]
         size = -n

@@ -1,6 +1,6 @@
 """Check a GGUF's metadata for values that crash llama.cpp, before llama.cpp loads the file.
 
-:mod:`rfsdk.gguf_file` checks that a file is well-formed GGUF; this module checks that
+:mod:`rfsdk._gguf_file` checks that a file is well-formed GGUF; this module checks that
 what it says makes sense to llama.cpp, which aborts the whole process (instead of raising)
 on e.g. zero layers, a NaN norm epsilon, integer weight tensors or a duplicate token.
 """
@@ -14,7 +14,7 @@ from gguf import GGMLQuantizationType
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from .errors import ChatTemplateError, ModelFileError
-from .gguf_file import GGUFInfo
+from ._gguf_file import GGUFInfo
 
 MAX_LAYERS = 512
 """llama.cpp's LLAMA_MAX_LAYERS: a model with more layers (or none) aborts it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Union, get_args
 
+from .errors import ArgumentTypeError, ConfigError
 from .events import Action, Flag
 
 PolicyFn = Callable[[Flag], Action]
@@ -18,11 +19,16 @@ def resolve_policy(policy: PolicyLike) -> PolicyFn:
     """Turn a policy name or callable into a callable; reject anything else."""
     if isinstance(policy, str):
         if policy not in ACTIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown policy {policy!r}: use one of {', '.join(ACTIONS)} or a callable "
                 "that takes a Flag and returns one of them."
             )
-        return lambda flag, _action=policy: _action
+        action: Action = policy  # checked against ACTIONS above
+
+        def fixed(flag: Flag) -> Action:
+            return action
+
+        return fixed
     if callable(policy):
         return policy
-    raise TypeError(f"policy must be one of {', '.join(ACTIONS)} or a callable, not {policy!r}")
+    raise ArgumentTypeError(f"policy must be one of {', '.join(ACTIONS)} or a callable, not {policy!r}")

@@ -5,26 +5,23 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import get_args
 
 import click
 from gguf import GGMLQuantizationType
 
-from rfsdk.errors import RfsdkError
+from rfsdk.convert.hf import OUTTYPES, HfConvertReport, convert_hf
+from rfsdk.convert.inspect import inspect_gguf, render_table
+from rfsdk.convert.llama_quantize import LLAMA_OUTTYPES
+from rfsdk.convert.lora_gguf import LoraExportReport, lora_to_gguf
+from rfsdk.convert.patch import MergedType, PatchReport, patch_gguf
+from rfsdk.convert.quant import can_encode
+from rfsdk.convert.verify import render_verify, verify_gguf
 
-from .hf import OUTTYPES, HfConvertReport, convert_hf
-from .inspect import inspect_gguf, render_table
-from .llama_quantize import LLAMA_OUTTYPES
-from .lora_gguf import LoraExportReport, lora_to_gguf
-from .patch import MergedType, PatchReport, patch_gguf
-from .quant import can_encode
-from .verify import render_verify, verify_gguf
-
-if TYPE_CHECKING:
-    from click._termui_impl import ProgressBar
+from .errors import user_errors
+from .progress import progress_bar
 
 _PATH = click.Path(path_type=Path)
 
@@ -39,7 +36,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def inspect(model: Path, as_json: bool) -> None:
     """Describe MODEL.gguf: shape, quantization, vocabulary and its <rf> token."""
-    with _user_errors():
+    with user_errors():
         info = inspect_gguf(model)
     click.echo(info.model_dump_json() if as_json else render_table(info))
 
@@ -67,8 +64,8 @@ def patch(base: Path, adapter: Path, out: Path, force: bool, merged_type: Merged
 
     BASE is never modified; OUT appears only once it is complete.
     """
-    with _user_errors(), ExitStack() as stack:
-        progress = _progress_bar(stack, "patching")
+    with user_errors(), ExitStack() as stack:
+        progress = progress_bar(stack, "patching")
 
         if not quiet:
             click.echo(f"reading {base} and {adapter} ...", err=True)
@@ -128,8 +125,8 @@ def hf(
     SRC is never modified; OUT appears only once it is complete. Pickled weights (*.bin) are
     refused unless --allow-pickle is given.
     """
-    with _user_errors(), ExitStack() as stack:
-        progress = _progress_bar(stack, "writing")
+    with user_errors(), ExitStack() as stack:
+        progress = progress_bar(stack, "writing")
 
         if not quiet and outtype.lower() in LLAMA_OUTTYPES:
             click.echo(
@@ -171,23 +168,10 @@ def lora(adapter: Path, out: Path, base: Path, rf_base: Path | None, force: bool
     --rf-base RF_BASE.gguf to write BASE plus <rf> (without the LoRA merged) and load the
     adapter on top of that file.
     """
-    with _user_errors():
+    with user_errors():
         report = lora_to_gguf(adapter, out, base=base, rf_base=rf_base, force=force)
     if not quiet:
         click.echo(_lora_summary(report))
-
-
-def _progress_bar(stack: ExitStack, label: str) -> Callable[[str, int, int], None]:
-    """A progress callback ``(item, done, total)`` that opens its bar on the first call."""
-    bars: list[ProgressBar[str | None]] = []
-
-    def progress(name: str, done: int, total: int) -> None:
-        if not bars:
-            bar = click.progressbar(length=total, label=label, item_show_func=lambda item: item, file=sys.stderr)
-            bars.append(stack.enter_context(bar))
-        bars[0].update(done - bars[0].pos, current_item=name)
-
-    return progress
 
 
 def _lora_summary(report: LoraExportReport) -> str:
@@ -237,7 +221,7 @@ def verify(
     at every prompt position are compared with transformers (float32). Exits with status 1
     when a check fails.
     """
-    with _user_errors():
+    with user_errors():
         report = verify_gguf(
             src,
             model,
@@ -281,17 +265,6 @@ def _hf_summary(report: HfConvertReport) -> str:
         f"wrote {report.out} ({report.out_bytes / 1e6:.1f} MB) in {report.seconds:.1f} s",
     ]
     return "\n".join(lines)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except RfsdkError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        raise click.ClickException(f"{exc.strerror or exc}{where}") from exc
 
 
 def _notes(report: PatchReport) -> list[str]:
