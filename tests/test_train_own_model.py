@@ -180,3 +180,44 @@ def test_the_folder_checksum_covers_weights_and_tokenizer(tmp_path):
     (base / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 77}))
     assert base_sha256(base) != first
 
+
+RECIPE_SMALL = [
+    "--outtype", "f32", "--steps", "2", "--batch-size", "2", "--max-len", "200", "--onpolicy", "2", "--tune-pairs", "2",
+    "--tune-steps", "1", "--profile", "uniform", "--max-kl", "100", "--refit-examples", "8", "--refit-onpolicy-benign", "2",
+    "--eval-prompts", "4", "--eval-attack-prompts", "2", "--eval-samples", "1", "--eval-utility-prompts", "2",
+    "--eval-chats", "1", "--threads", "1",
+]
+
+
+def test_the_recipe_runs_from_a_folder_to_an_evaluated_calibrated_gguf_and_resumes(cache, tmp_path):
+    base = build_checkpoint(tmp_path / "hf", CASES["llama-tied-smollm"], with_rf=False)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 4096}))  # room for the eval prompts
+    out = tmp_path / "runs" / "mine"
+    command = ["recipe", "--base", str(base), "--out", str(out), *RECIPE_SMALL]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    for stage in ("convert-base", "data", "fit", "tune", "refit-row", "shrink", "export", "rf-eval"):
+        assert f"[recipe] {stage}: " in result.output
+    assert f"Next: rfchat {out / 'model.gguf'}" in result.output
+
+    adapter = load_adapter(out / "adapter.safetensors")
+    assert adapter.metadata.base_sha256 == base_sha256(out / "base.gguf")  # trained on the converted base
+    refit = json.loads((out / "refit.refit.json").read_text())
+    assert adapter.metadata.rf_threshold == refit["calibration"]["threshold"]
+    chat = GuardedChat(out / "model.gguf", n_ctx=256, n_threads=1)
+    assert chat.calibrated_threshold == pytest.approx(refit["calibration"]["threshold"], rel=1e-6)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "## LoRA strength (rf-train tune" in card and "## <rf> row re-fit" in card and "## Calibration (validation" in card
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert report  # rf-eval compared it with its own base
+    assert str(out / "base.gguf") in json.dumps(report) or (out / "eval" / "report.md").is_file()
+
+    again = CliRunner().invoke(main, command)
+    assert again.exit_code == 0, again.output
+    for stage in ("convert-base", "fit", "tune", "refit-row", "shrink", "export", "rf-eval"):
+        assert f"[recipe] {stage}: done" in again.output
+
+    other = build_checkpoint(tmp_path / "other", CASES["qwen2-tied"], with_rf=False)
+    refused = CliRunner().invoke(main, ["recipe", "--base", str(other), "--out", str(out), *RECIPE_SMALL])
+    _one_line_error(refused, "holds a recipe run of another base", "another --out")

@@ -255,6 +255,52 @@ def shrink(adapter: Path, out: Path, force: bool) -> None:
         save_adapter(out, rf.metadata, rf.embedding, rf.output, rf.loras, lora_dtype=np.float16)
         click.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB (was {adapter.stat().st_size / 1e6:.1f} MB), sha256 {file_sha256(out)}")
 
+@main.command()
+@click.option("--base", required=True, help="HF checkpoint folder, GGUF (without <rf>), or the id of a repo in the local Hugging Face cache.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder (running again continues where it stopped).")
+@click.option("--outtype", default="f16", show_default=True, help="GGUF type the checkpoint folder is converted to (rf-convert hf --outtype).")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="rf-train fit --steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="rf-train fit --batch-size.")
+@click.option("--max-len", type=click.IntRange(min=9), default=192, show_default=True, help="rf-train fit --max-len.")
+@click.option("--onpolicy", type=click.IntRange(min=0), default=400, show_default=True, help="rf-train fit --onpolicy.")
+@click.option("--slot", help="rf-train fit --slot: a reserved token to take over instead of adding <rf>.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="rf-train fit --dtype.")
+@click.option("--gradient-checkpointing", is_flag=True, help="rf-train fit --gradient-checkpointing.")
+@click.option("--device", default="auto", show_default=True, help="rf-train fit --device.")
+@click.option("--max-kl", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True, help="rf-train tune --max-kl.")
+@click.option("--tune-pairs", type=click.IntRange(min=1), default=60, show_default=True, help="rf-train tune --pairs.")
+@click.option("--tune-steps", type=click.IntRange(min=1), default=5, show_default=True, help="rf-train tune --steps.")
+@click.option("--profile", "profiles", type=click.Choice(list(PROFILES)), multiple=True, default=list(PROFILES), show_default=True, help="rf-train tune --profile.")
+@click.option("--refit-examples", type=click.IntRange(min=1), default=700, show_default=True, help="rf-train refit-row --examples.")
+@click.option("--refit-onpolicy-benign", type=click.IntRange(min=0), default=500, show_default=True, help="rf-train refit-row --onpolicy-benign.")
+@click.option("--eval-prompts", type=click.IntRange(min=1), help="rf-eval --max-prompts (default: all).")
+@click.option("--eval-attack-prompts", type=click.IntRange(min=1), default=100, show_default=True, help="rf-eval --limit.")
+@click.option("--eval-samples", type=click.IntRange(min=1), default=8, show_default=True, help="rf-eval --samples.")
+@click.option("--eval-utility-prompts", type=click.IntRange(min=1), default=60, show_default=True, help="rf-eval --utility-prompts.")
+@click.option("--eval-chats", type=click.IntRange(min=1), default=40, show_default=True, help="rf-eval --chats.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and llama.cpp.")
+@click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=0, show_default=True, help="Layers llama.cpp offloads to the GPU (-1: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+def recipe(ctx: click.Context, base: str, **settings) -> None:
+    """The whole recipe in OUT: convert-base, data, fit, tune, refit-row, shrink, export, rf-eval.
+
+    Every stage uses OUT/base.gguf (BASE converted without <rf>, or BASE itself when it is a
+    GGUF), so each is checked against the same base and the threshold is calibrated. A stage
+    whose output exists is skipped: run the same command again to continue. Ends with
+    OUT/model.gguf, OUT/MODEL_CARD.md and OUT/eval/report.md.
+    """
+    with _user_errors():
+        from .base import resolve_base
+        from .pipeline import RecipeOptions, run_recipe
+
+        options = RecipeOptions(base=resolve_base(base), **settings)
+        say = lambda line: click.echo(f"[recipe] {line}", err=True)  # noqa: E731
+        model = run_recipe(ctx, options, say)
+        say(f"done: {model} (card {options.out / 'MODEL_CARD.md'}, evaluation {options.out / 'eval' / 'report.md'}). "
+            f"Next: rfchat {model}")
+
+
 def _base_path(base: str | None, gguf_for: str | None = None) -> Path:
     """``--base`` resolved (a GGUF when ``gguf_for`` names the command), or the bundled default."""
     from .base import require_gguf, resolve_base
