@@ -107,8 +107,9 @@ def batch_terms(rf: RfModel, harmful: Sequence[HarmfulItem], benign: Sequence[tu
         trained.append(prompt + answer)
         base_spans.append(_Span(len(base), span.start, span.length))
         base.append(prompt + answer)
-    model_lp = _log_probs(span_logits(rf, trained, trained_spans), trained_spans)
+    # The base first: its forward pass then runs while none of the trained pass's activations are kept.
     base_lp = iter(_base_log_probs(rf, base, base_spans) if base else [])
+    model_lp = _log_probs(span_logits(rf, trained, trained_spans), trained_spans)
     terms = []
     for item, lp in zip(harmful, model_lp):
         term = {"rf": -lp[0, rf.rf_id]}
