@@ -34,8 +34,7 @@ def build(out: Path, adapter: Path | None, seed: int = 0) -> None:
     with torch.no_grad():
         for lora in rf.loras.values():
             lora.lora_b.copy_(torch.randn(lora.lora_b.shape, generator=generator) * 0.02)
-        embedding = model.get_input_embeddings().weight
-        embedding[rf.rf_id] += torch.randn(embedding.shape[1], generator=generator) * 0.05
+        rf.rows[0] += torch.randn(rf.rows[0].shape[0], generator=generator) * 0.05
     with tempfile.TemporaryDirectory() as folder:
         path = adapter or Path(folder) / "adapter.safetensors"
         rf.save_adapter(path, base_model="SmolLM2-135M-Instruct", threshold=0.5)

@@ -91,7 +91,11 @@ class AdapterMetadata(BaseModel):
         description="Multiplier on the trained LoRA delta, chosen after training (rf-train tune).",
     )
     rf_token: str = Field(default="<rf>", min_length=1)
-    rf_threshold: float = Field(allow_inf_nan=False, description="Calibrated <rf> probability threshold.")
+    rf_threshold: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Calibrated <rf> probability threshold; none when the adapter was never calibrated.",
+    )
     slot: str | None = Field(
         default=None, min_length=1, description="Existing token to take over instead of appending."
     )

@@ -190,6 +190,7 @@ def _metadata(reader: GGUFReader, arch: str, rf: Adapter) -> list[bytes]:
         (keys.RF_ADAPTER_SHA256, rf.sha256, GGUFValueType.STRING),
         (keys.RF_BASE_MODEL, rf.metadata.base_model, GGUFValueType.STRING),
         (keys.RF_FORMAT, rf.metadata.format, GGUFValueType.STRING),
-        (keys.RF_THRESHOLD, float(rf.metadata.rf_threshold), GGUFValueType.FLOAT32),
     ]
+    if rf.metadata.rf_threshold is not None:
+        entries.append((keys.RF_THRESHOLD, float(rf.metadata.rf_threshold), GGUFValueType.FLOAT32))
     return [encode_field(key, vtype, value) for key, value, vtype in entries]

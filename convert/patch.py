@@ -63,7 +63,7 @@ class PatchReport(BaseModel):
     rf_token_id: int
     slot: str | None
     n_vocab: int
-    threshold: float
+    threshold: float | None
     base_sha256: Literal["verified", "mismatch ignored", "not given"]
     merged_type: MergedType
     changes: list[TensorChange]
@@ -356,7 +356,7 @@ def _metadata(reader: GGUFReader, arch: str, new_vocab: Vocab, token_id: int, rf
         key: encode_field(key, vtype, value)
         for key, vtype, value in (
             (keys.RF_TOKEN, GGUFValueType.UINT32, token_id),
-            (keys.RF_THRESHOLD, GGUFValueType.FLOAT32, rf.metadata.rf_threshold),
+            *([] if rf.metadata.rf_threshold is None else [(keys.RF_THRESHOLD, GGUFValueType.FLOAT32, rf.metadata.rf_threshold)]),
             (keys.RF_ADAPTER_SHA256, GGUFValueType.STRING, rf.sha256),
             (keys.RF_BASE_MODEL, GGUFValueType.STRING, rf.metadata.base_model),
             (keys.RF_FORMAT, GGUFValueType.STRING, rf.metadata.format),
@@ -365,7 +365,7 @@ def _metadata(reader: GGUFReader, arch: str, new_vocab: Vocab, token_id: int, rf
     kept = [
         replaced.get(key) or raw_field(field)
         for key, field in reader.fields.items()
-        if not key.startswith("GGUF.") and key not in added
+        if not key.startswith("GGUF.") and key not in added and key != keys.RF_THRESHOLD  # the adapter's, or none
     ]
     return [*kept, *added.values()]
 

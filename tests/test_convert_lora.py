@@ -211,7 +211,7 @@ def _slot_adapter(folder: Path, case: str, slot: str) -> tuple[Path, Path, Path,
     with torch.no_grad():
         for lora in rf.loras.values():
             lora.lora_b.copy_(torch.randn(lora.lora_b.shape, generator=torch.Generator().manual_seed(2)) * 0.2)
-        model.get_input_embeddings().weight[rf.rf_id] += 0.5  # a trained row, not the slot token's own
+        rf.rows[0] += 0.5  # a trained row, not the slot token's own
     adapter = folder / "adapter.safetensors"
     rf.save_adapter(adapter, base_model="tiny", threshold=0.3, slot=slot)
     return hf, base, adapter, rf.rf_id

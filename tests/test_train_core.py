@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers", reason="the train extra is no
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 
 from rfsdk.convert.adapter import load_adapter  # noqa: E402
+from rfsdk.train.base import enable_checkpointing  # noqa: E402
 from rfsdk.train.adversarial import AdversarialConfig, attack  # noqa: E402
 from rfsdk.train.loss import LossWeights  # noqa: E402
 from rfsdk.train.loop import TokenizedExample, TrainConfig, train  # noqa: E402
@@ -20,13 +21,13 @@ from rfsdk.train.rf_model import AdapterMismatchError, RfModel  # noqa: E402
 VOCAB = 64
 
 
-def tiny(tied: bool = True, rank: int = 4) -> tuple[RfModel, object]:
+def tiny(tied: bool = True, rank: int = 4, dtype: torch.dtype = torch.float32) -> tuple[RfModel, object]:
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied,
     )
-    model = transformers.LlamaForCausalLM(config)
+    model = transformers.LlamaForCausalLM(config).to(dtype)
     vocab = {f"t{i}": i for i in range(VOCAB)}
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")), unk_token="t0"
@@ -54,8 +55,91 @@ def test_prepare_adds_rf_and_freezes_the_rest():
     assert rf.rf_id == VOCAB and tokenizer.convert_tokens_to_ids("<rf>") == VOCAB
     assert rf.model.get_input_embeddings().weight.shape[0] == VOCAB + 1
     trainable = {n for n, p in rf.model.named_parameters() if p.requires_grad}
-    assert trainable and all("lora" in n or "embed_tokens" in n for n in trainable)
+    assert trainable and all("lora" in n for n in trainable)  # the embedding matrices stay frozen
     assert len(rf.loras) == 2 * 7
+    assert [tuple(row.shape) for row in rf.rows] == [(32,)]  # the tied <rf> row: its own parameter
+    assert torch.allclose(rf.rows[0], rf.model.get_input_embeddings().weight[:VOCAB].mean(dim=0))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_optimizer_keeps_state_for_the_rf_rows_only(tied):
+    rf, _ = tiny(tied)
+    harmful, benign = data()
+    optimizer_state = {}
+    original = torch.optim.AdamW
+
+    class Recording(original):
+        def step(self, *args, **kwargs):
+            result = super().step(*args, **kwargs)
+            optimizer_state.update({id(p): s for p, s in self.state.items()})
+            return result
+
+    torch.optim.AdamW = Recording
+    try:
+        train(rf, harmful, benign, TrainConfig(steps=1, batch_size=2))
+    finally:
+        torch.optim.AdamW = original
+    row_state = sum(optimizer_state[id(row)]["exp_avg"].numel() for row in rf.rows)
+    embedding = rf.model.get_input_embeddings().weight.numel() * len(rf.rows)
+    assert row_state == 32 * len(rf.rows) and row_state < 0.01 * embedding * VOCAB / 64 * 2
+
+
+def reference_terms(rf: RfModel, h: TokenizedExample, position: int, b: TokenizedExample) -> dict[str, float]:
+    """The loss terms from whole-sequence logits, one example at a time (the definition)."""
+    import torch.nn.functional as F
+
+    def kl(base, model):
+        return F.kl_div(model.log_softmax(-1), base.log_softmax(-1), log_target=True, reduction="batchmean").item()
+
+    p = len(h.prompt)
+    with torch.no_grad():
+        terms = {}
+        if not h.answer:
+            terms["rf"] = -rf.logits(h.prompt)[-1].log_softmax(-1)[rf.rf_id].item()
+        else:
+            logits = rf.logits(h.prompt + h.answer[:position] + [rf.rf_id] + h.answer[position:])
+            base = rf.base_logits(h.prompt + h.answer)
+            terms["rf"] = -logits[p + position - 1].log_softmax(-1)[rf.rf_id].item()
+            terms["after_kl"] = kl(base[p + position - 1 : p + len(h.answer) - 1], logits[p + position : p + len(h.answer)])
+        q, ids = len(b.prompt), b.prompt + b.answer
+        terms["benign_kl"] = kl(rf.base_logits(ids)[q - 1 : q + len(b.answer) - 1], rf.logits(ids)[q - 1 : q + len(b.answer) - 1])
+    return terms
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_padded_batch_gives_each_example_its_own_terms(tied):
+    from rfsdk.train.loss import HarmfulItem, batch_terms
+
+    rf, _ = tiny(tied)
+    with torch.no_grad():
+        for lora in rf.loras.values():
+            lora.lora_b.normal_(std=0.1)
+        rf.rows[-1].normal_()
+    rng = random.Random(3)
+    harmful = [TokenizedExample([1, 2, 3][: 1 + i], [rng.randrange(40, 50) for _ in range(n)]) for i, n in enumerate((0, 5, 9))]
+    positions = [0, 2, 7]
+    benign = [TokenizedExample([1, 2, 4, 5][: 2 + i], [rng.randrange(10, 20) for _ in range(1 + 3 * i)]) for i in range(3)]
+    with torch.no_grad():
+        batched = batch_terms(rf, [HarmfulItem(h.prompt, h.answer, k) for h, k in zip(harmful, positions)],
+                              [(b.prompt, b.answer) for b in benign])
+    for i, (h, k, b) in enumerate(zip(harmful, positions, benign)):
+        got = {name: value.item() for name, value in (batched[i] | batched[3 + i]).items()}
+        assert got == pytest.approx(reference_terms(rf, h, k, b), rel=1e-4, abs=1e-6)
+
+
+def test_bf16_and_gradient_checkpointing_train_like_fp32():
+    harmful, benign = data()
+    config = TrainConfig(steps=3, batch_size=2, lr=3e-3, rf_lr=3e-2)
+    plain = train(tiny()[0], harmful, benign, config)
+    checkpointed, _ = tiny()
+    enable_checkpointing(checkpointed.model)
+    flat = lambda history: [h[name] for h in history for name in sorted(h)]  # noqa: E731
+    assert flat(train(checkpointed, harmful, benign, config)) == pytest.approx(flat(plain), rel=1e-4)
+    half, _ = tiny(dtype=torch.bfloat16)
+    assert half.rows[0].dtype == torch.float32 and next(iter(half.loras.values())).lora_a.dtype == torch.float32
+    history = train(half, harmful, benign, config)
+    assert [h["rf"] for h in history] == pytest.approx([h["rf"] for h in plain], rel=0.05)
+    assert half.model.get_input_embeddings().weight.dtype == torch.bfloat16 and half.rows[0].dtype == torch.float32
 
 
 def test_base_is_the_same_network_with_adapters_off():
@@ -145,12 +229,13 @@ def test_adversarial_training_makes_rf_robust_to_the_attack():
 
 def test_untied_model_trains_its_output_row(tmp_path):
     rf, _ = tiny(tied=False)
-    out_row = rf.model.get_output_embeddings().weight
-    assert out_row.requires_grad
-    before = out_row[:VOCAB].detach().clone()
+    assert len(rf.rows) == 2 and all(row.requires_grad for row in rf.rows)
+    matrices = [rf.model.get_input_embeddings().weight, rf.model.get_output_embeddings().weight]
+    before = [m.detach().clone() for m in matrices] + [row.detach().clone() for row in rf.rows]
     harmful, benign = data()
     train(rf, harmful, benign, TrainConfig(steps=3, batch_size=1))
-    assert torch.equal(out_row[:VOCAB], before)  # only the <rf> row moved
+    assert all(torch.equal(m, b) for m, b in zip(matrices, before))  # the frozen matrices never change
+    assert not any(torch.equal(row, b) for row, b in zip(rf.rows, before[2:]))  # the <rf> rows do
     path = tmp_path / "adapter.safetensors"
     rf.save_adapter(path, base_model="tiny", threshold=0.5)
     assert load_adapter(path).output is not None

@@ -41,7 +41,7 @@ with joined("cpu") as processes:
                     checkpoint_every=2), out_dir=out / "run", processes=processes)
 if processes.is_main:
     state = {n: p.detach().clone() for n, p in rf.model.named_parameters() if "lora" in n}
-    state["rf_row"] = rf.model.get_input_embeddings().weight[rf.rf_id].detach().clone()
+    state["rf_row"] = rf.rows[0].detach().clone()
     torch.save({"state": state, "history": history, "world": processes.world}, out / "result.pt")
 '''
 

@@ -30,3 +30,16 @@ def test_other_settings_are_not_reused(demo_model_no_rf_path, tmp_path):
     other = SamplingConfig(temperature=0.0, max_tokens=2)
     (c,) = generate_completions(demo_model_no_rf_path, [("a", "hi")], cache, sampling=other)
     assert c.answer == "Hello there" and c.finish_reason == "length"
+
+
+def test_another_file_of_the_same_name_and_size_is_not_reused(demo_model_no_rf_path, tmp_path):
+    import os
+    import shutil
+
+    cache, model = tmp_path / "completions.jsonl", tmp_path / "base.gguf"
+    shutil.copyfile(demo_model_no_rf_path, model)
+    list(generate_completions(model, [("a", "hi")], cache, sampling=GREEDY))
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten, e.g. another recipe run's base.gguf
+    list(generate_completions(model, [("a", "hi")], cache, sampling=GREEDY))
+    assert len(cache.read_text().splitlines()) == 2

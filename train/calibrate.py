@@ -11,6 +11,7 @@ from rfsdk import GuardedChat
 from rfsdk.calibration import DetectionMetrics, detection_metrics, threshold_for_fpr
 from rfsdk.evaluation.attacks import prompt_scores
 
+from .llama_settings import llama_settings
 from .prompt_sets import PromptSet
 
 
@@ -47,14 +48,20 @@ def calibrate(
     target_fpr: float,
     suite_fpr_limits: Mapping[str, float] = SUITE_FPR_LIMITS,
     n_threads: int | None = None,
+    n_gpu_layers: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Calibration:
     """Score P(<rf>) at the reply start of every validation prompt; pick the threshold.
 
     The threshold is the lowest that keeps the false-positive rate over all benign prompts
     within ``target_fpr`` and that of each named benign suite within its limit.
+    ``n_threads`` and ``n_gpu_layers`` default to the :func:`~rfsdk.train.llama_settings.llama_settings` in force.
     """
-    chat = GuardedChat(model, n_threads=n_threads)
+    ambient = llama_settings()
+    chat = GuardedChat(
+        model, n_threads=n_threads or ambient.n_threads,
+        n_gpu_layers=ambient.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
+    )
     total = len(prompts.harmful) + len(prompts.benign)
 
     def tick(offset: int) -> Callable[[int], None] | None:

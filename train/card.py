@@ -21,7 +21,10 @@ def write_model_card(path: Path, fit: dict[str, Any]) -> None:
         "inside harmful answers, KL to the frozen base on benign answers, and KL on the tokens after `<rf>`.",
         "",
         "## Base",
-        *_table([("file", Path(fit["base"]).name), ("sha256", fit["base_sha256"] or "n/a")]),
+        *_table([
+            ("file" if fit["base"].endswith(".gguf") else "checkpoint folder", Path(fit["base"]).name),
+            ("sha256" if fit["base"].endswith(".gguf") else "sha256 (of its config, weight and tokenizer files)", fit["base_sha256"] or "n/a"),
+        ]),
         "",
         "## Recipe",
         *_table([(k, v) for k, v in {**options, **recipe}.items() if k not in ("base", "out")]),
@@ -73,7 +76,17 @@ def write_model_card(path: Path, fit: dict[str, Any]) -> None:
             f"(its norm was {refit['row_norm_before']:.3f}); the LoRA is unchanged. The calibration below is at the new row.",
         ]
     calibration = fit["calibration"]
-    if calibration is not None:
+    if calibration is None:
+        lines += [
+            "",
+            "## Calibration",
+            "Not calibrated: the base is a checkpoint folder, and calibration (like the on-policy answers, left out",
+            "too) runs the base through llama.cpp. The adapter stores no threshold, so a GGUF built from it has no",
+            "`rf.threshold`; `GuardedChat` then uses its default threshold 0.5 and also flags a sampled `<rf>`",
+            "(`flag_sampled`). For a calibrated model, convert the base (`rf-convert hf BASE base.gguf --no-rf`) and",
+            "train on that file.",
+        ]
+    else:
         v = calibration["validation"]
         lines += [
             "",

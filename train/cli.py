@@ -14,6 +14,7 @@ from rfsdk.errors import ConversionError, RfsdkError
 from rfsdk.model_source import default_base_model_path
 
 from .data import DEFAULT_SHAREGPT_LIMIT, load_dataset, summary
+from .llama_settings import LlamaSettings, using_llama_settings
 from .strength_profiles import PROFILES
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -48,8 +49,8 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 
 
 @main.command()
-@click.option("--base", type=click.Path(path_type=Path), help="HF checkpoint folder or GGUF (default: the bundled SmolLM2-135M-Instruct).")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Output folder (resumes if it holds a checkpoint).")
+@click.option("--base", help="GGUF file, HF checkpoint folder, or the id of a repo in the local Hugging Face cache (default: the bundled SmolLM2-135M-Instruct). Only a GGUF gets on-policy answers, model.gguf and a calibrated threshold.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Output folder (resumes if it holds a checkpoint of the same base).")
 @click.option("--steps", type=int, default=300, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Harmful and benign examples per step (each).")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="LoRA learning rate.")
@@ -71,35 +72,42 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--max-minutes", type=float, help="Stop (after a checkpoint) once this much training time has passed.")
 @click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
 @click.option("--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1, ...")
-@click.option("--threads", type=int, help="CPU threads for torch and llama.cpp.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="Base weights in float32, or bfloat16 with autocast (half the memory; LoRA and <rf> rows stay float32).")
+@click.option("--gradient-checkpointing", is_flag=True, help="Recompute layer activations in the backward pass: much less memory for longer steps.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and llama.cpp.")
+@click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=0, show_default=True, help="Layers llama.cpp offloads to the GPU in the on-policy and calibration steps (-1: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--init-adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from this trained adapter's LoRA and <rf> rows (as trained: its tuned strength and profile weights are not applied) instead of a fresh LoRA.")
-def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf_lr: float, rank: int, alpha: float,
+def fit(base: str | None, out: Path, steps: int, batch_size: int, lr: float, rf_lr: float, rank: int, alpha: float,
         slot: str | None, start_probability: float, max_offset: int, onpolicy: int, max_len: int,
         rf_weight: float, benign_kl_weight: float, after_kl_weight: float, adversarial: bool, adv_epsilon: float,
         adv_steps: int, adv_weight: float, max_minutes: float | None,
-        target_fpr: float, device: str, threads: int | None, seed: int, init_adapter: Path | None) -> None:
+        target_fpr: float, device: str, dtype: str, gradient_checkpointing: bool, threads: int | None, n_gpu_layers: int,
+        seed: int, init_adapter: Path | None) -> None:
     """Train LoRA + the <rf> row on the train split, then export and calibrate.
 
-    Writes OUT/adapter.safetensors (the rfsdk-adapter/1 file `rf-convert patch` applies),
-    and for a GGUF base also OUT/model.gguf with the threshold chosen on the validation
-    split, OUT/calibration.json and OUT/MODEL_CARD.md. Interrupt it at any time: running
+    Writes OUT/adapter.safetensors (the rfsdk-adapter/1 file `rf-convert patch` applies) and
+    OUT/MODEL_CARD.md, and for a GGUF base also OUT/model.gguf with the threshold chosen on
+    the validation split and OUT/calibration.json. From a checkpoint folder the adapter has
+    no threshold (it was never calibrated). Interrupt it at any time: running
     it again with the same OUT resumes from the last checkpoint. Runs unchanged under
     `accelerate launch` or `torchrun` in several processes (each trains its share of a batch).
     """
     with _user_errors():
         from .adversarial import AdversarialConfig
         from .loss import LossWeights
+        from .base import resolve_base
         from .run import FitOptions, fit_model
 
         options = FitOptions(
-            base=base or default_base_model_path(), out=out, steps=steps, batch_size=batch_size, lr=lr, rf_lr=rf_lr,
+            base=default_base_model_path() if base is None else resolve_base(base), out=out, steps=steps, batch_size=batch_size, lr=lr, rf_lr=rf_lr,
             rank=rank, alpha=alpha, slot=slot, start_probability=start_probability, max_offset=max_offset,
             onpolicy=onpolicy, max_len=max_len,
             weights=LossWeights(rf=rf_weight, benign_kl=benign_kl_weight, after_kl=after_kl_weight),
             adversarial=AdversarialConfig(epsilon=adv_epsilon, steps=adv_steps, weight=adv_weight) if adversarial else None,
             max_seconds=None if max_minutes is None else max_minutes * 60,
-            target_fpr=target_fpr, device=device, threads=threads, seed=seed, init_adapter=init_adapter,
+            target_fpr=target_fpr, device=device, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
+            threads=threads, n_gpu_layers=n_gpu_layers, seed=seed, init_adapter=init_adapter,
         )
         started = time.monotonic()
         result = fit_model(options, progress=_progress, log=lambda line: click.echo(line, err=True))
@@ -112,16 +120,17 @@ def fit(base: Path | None, out: Path, steps: int, batch_size: int, lr: float, rf
 @main.command()
 @click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The GGUF the adapter was trained on (default: the bundled SmolLM2-135M-Instruct).")
+@click.option("--base", help="The GGUF the adapter was trained on (default: the bundled SmolLM2-135M-Instruct, if it was trained on that).")
 @click.option("--max-kl", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True, help="Utility budget: mean KL(base || <rf> model) per benign answer token, in nats.")
 @click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
 @click.option("--pairs", type=click.IntRange(min=1), default=60, show_default=True, help="Validation benign (prompt, answer) pairs the KL is measured on (their base log-probabilities are kept next to OUT while tuning: about 1.6 GB for 60).")
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="Bisection steps (precision 1/2**steps).")
 @click.option("--profile", "profiles", type=click.Choice(list(PROFILES)), multiple=True, default=list(PROFILES), show_default=True, help="Strength profile to try (repeatable); the one with the highest validation TPR is kept. uniform: every LoRA module alike; late-mlp: MLP over attention, second half of the layers over the first.")
-@click.option("--threads", type=int, help="CPU threads for llama.cpp.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for llama.cpp.")
+@click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=0, show_default=True, help="Layers llama.cpp offloads to the GPU when calibrating (-1: all).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr: float, pairs: int, steps: int, profiles: tuple[str, ...], threads: int | None,
-         force: bool) -> None:
+def tune(adapter: Path, out: Path, base: str | None, max_kl: float, target_fpr: float, pairs: int, steps: int, profiles: tuple[str, ...], threads: int | None,
+         n_gpu_layers: int, force: bool) -> None:
     """Write OUT: ADAPTER at the strongest LoRA strength whose benign KL is within --max-kl.
 
     Measures through llama.cpp on the validation split, for each --profile: the KL of each
@@ -129,17 +138,19 @@ def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr:
     Keeps the profile with the highest validation TPR. Writes OUT and OUT's .tune.json;
     ADAPTER is left as it is.
     """
-    with _user_errors():
+    with _user_errors(), using_llama_settings(LlamaSettings(n_threads=threads, n_gpu_layers=n_gpu_layers)):
         from rfsdk.evaluation.evalset import benign_answer_pairs
 
         from .prompt_sets import prompt_set
         from .tune import tune_strength
 
-        _check_out(adapter, out, force=force, base=base)
+        gguf = _base_path(base, "rf-train tune")
+        _check_out(adapter, out, force=force, base=gguf)
+        _check_trained_on(adapter, gguf, defaulted=base is None)
         dataset = load_dataset()
         examples = dataset.split("validation")
         tuning = tune_strength(
-            adapter, base or default_base_model_path(), out,
+            adapter, gguf, out,
             answer_pairs=benign_answer_pairs(examples)[:pairs],
             prompts=prompt_set(examples, train_prompts=dataset.prompts("train")),
             max_kl=max_kl, target_fpr=target_fpr, profiles=[PROFILES[name] for name in dict.fromkeys(profiles)],
@@ -160,18 +171,19 @@ def tune(adapter: Path, out: Path, base: Path | None, max_kl: float, target_fpr:
 @main.command("refit-row")
 @click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The GGUF the adapter was trained on (default: the bundled SmolLM2-135M-Instruct).")
+@click.option("--base", help="The GGUF the adapter was trained on (default: the bundled SmolLM2-135M-Instruct, if it was trained on that).")
 @click.option("--examples", type=click.IntRange(min=1), default=700, show_default=True, help="Harmful and benign training examples drawn (each).")
 @click.option("--onpolicy-benign", type=click.IntRange(min=0), default=500, show_default=True, help="Further benign training prompts the tuned model answers itself (96 tokens, about a second each).")
 @click.option("--onpolicy", type=click.IntRange(min=0), default=400, show_default=True, help="Harmful prompts with the base's own answers, as for rf-train fit (its cache is reused).")
 @click.option("--max-len", type=int, default=192, show_default=True, help="Longest training example in tokens, as for rf-train fit.")
 @click.option("--pull", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Weight of the L2 pull toward the trained row.")
 @click.option("--target-fpr", type=float, default=0.05, show_default=True, help="Benign false-positive rate the threshold is chosen for.")
-@click.option("--threads", type=int, help="CPU threads for torch and llama.cpp.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and llama.cpp.")
+@click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=0, show_default=True, help="Layers llama.cpp offloads to the GPU when calibrating (-1: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def refit_row_command(adapter: Path, out: Path, base: Path | None, examples: int, onpolicy_benign: int, onpolicy: int, max_len: int,
-                      pull: float, target_fpr: float, threads: int | None, seed: int, force: bool) -> None:
+def refit_row_command(adapter: Path, out: Path, base: str | None, examples: int, onpolicy_benign: int, onpolicy: int, max_len: int,
+                      pull: float, target_fpr: float, threads: int | None, n_gpu_layers: int, seed: int, force: bool) -> None:
     """Write OUT: ADAPTER (tuned) with its <rf> output row re-fitted to the guard's rule.
 
     Fits the row on the tuned model's final hidden states, at the reply start and over
@@ -179,19 +191,21 @@ def refit_row_command(adapter: Path, out: Path, base: Path | None, examples: int
     on the validation split. The LoRA stays as it is. Writes OUT and OUT's .refit.json;
     ADAPTER is left as it is.
     """
-    with _user_errors():
+    with _user_errors(), using_llama_settings(LlamaSettings(n_threads=threads, n_gpu_layers=n_gpu_layers)):
         import torch
 
         from .prompt_sets import prompt_set
         from .recipe import RecipeConfig
         from .refit_row import refit_row
 
-        _check_out(adapter, out, force=force, base=base)
+        gguf = _base_path(base, "rf-train refit-row")
+        _check_out(adapter, out, force=force, base=gguf)
+        _check_trained_on(adapter, gguf, defaulted=base is None)
         if threads is not None:
             torch.set_num_threads(threads)
         dataset = load_dataset()
         result = refit_row(
-            adapter, base or default_base_model_path(), out,
+            adapter, gguf, out,
             train_examples=dataset.split("train"), recipe=RecipeConfig(max_len=max_len, onpolicy_harmful=onpolicy, seed=seed),
             prompts=prompt_set(dataset.split("validation"), seed=seed, train_prompts=dataset.prompts("train")),
             examples=examples, onpolicy=onpolicy_benign, pull=pull, target_fpr=target_fpr, seed=seed, n_threads=threads,
@@ -207,8 +221,8 @@ def refit_row_command(adapter: Path, out: Path, base: Path | None, examples: int
 @main.command()
 @click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--base", type=click.Path(exists=True, path_type=Path), help="HF checkpoint folder or GGUF the adapter was trained on (default: the bundled SmolLM2-135M-Instruct).")
-def merge(adapter: Path, out: Path, base: Path | None) -> None:
+@click.option("--base", help="HF checkpoint folder, GGUF or cached repo id the adapter was trained on (default: the bundled SmolLM2-135M-Instruct, if it was trained on that).")
+def merge(adapter: Path, out: Path, base: str | None) -> None:
     """Write folder OUT: the base as a full HF checkpoint with <rf> and ADAPTER's LoRA merged.
 
     The result converts with `rf-convert hf OUT model.gguf` (any --outtype, or llama.cpp's
@@ -218,7 +232,9 @@ def merge(adapter: Path, out: Path, base: Path | None) -> None:
     with _user_errors():
         from .merge_hf import merge_into_checkpoint
 
-        rf_id, slot = merge_into_checkpoint(adapter, base or default_base_model_path(), out)
+        path = _base_path(base)
+        _check_trained_on(adapter, path, defaulted=base is None)
+        rf_id, slot = merge_into_checkpoint(adapter, path, out)
         renamed = f" (the slot {slot!r}, renamed)" if slot not in (None, "<rf>") else ""
         click.echo(f"{out}: merged checkpoint, <rf> is token {rf_id}{renamed}; convert it with: rf-convert hf {out} model.gguf")
 
@@ -238,6 +254,71 @@ def shrink(adapter: Path, out: Path, force: bool) -> None:
         rf = load_adapter(adapter)
         save_adapter(out, rf.metadata, rf.embedding, rf.output, rf.loras, lora_dtype=np.float16)
         click.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB (was {adapter.stat().st_size / 1e6:.1f} MB), sha256 {file_sha256(out)}")
+
+@main.command()
+@click.option("--base", required=True, help="HF checkpoint folder, GGUF (without <rf>), or the id of a repo in the local Hugging Face cache.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder (running again continues where it stopped).")
+@click.option("--outtype", default="f16", show_default=True, help="GGUF type the checkpoint folder is converted to (rf-convert hf --outtype).")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="rf-train fit --steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="rf-train fit --batch-size.")
+@click.option("--max-len", type=click.IntRange(min=9), default=192, show_default=True, help="rf-train fit --max-len.")
+@click.option("--onpolicy", type=click.IntRange(min=0), default=400, show_default=True, help="rf-train fit --onpolicy.")
+@click.option("--slot", help="rf-train fit --slot: a reserved token to take over instead of adding <rf>.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="rf-train fit --dtype.")
+@click.option("--gradient-checkpointing", is_flag=True, help="rf-train fit --gradient-checkpointing.")
+@click.option("--device", default="auto", show_default=True, help="rf-train fit --device.")
+@click.option("--max-kl", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True, help="rf-train tune --max-kl.")
+@click.option("--tune-pairs", type=click.IntRange(min=1), default=60, show_default=True, help="rf-train tune --pairs.")
+@click.option("--tune-steps", type=click.IntRange(min=1), default=5, show_default=True, help="rf-train tune --steps.")
+@click.option("--profile", "profiles", type=click.Choice(list(PROFILES)), multiple=True, default=list(PROFILES), show_default=True, help="rf-train tune --profile.")
+@click.option("--refit-examples", type=click.IntRange(min=1), default=700, show_default=True, help="rf-train refit-row --examples.")
+@click.option("--refit-onpolicy-benign", type=click.IntRange(min=0), default=500, show_default=True, help="rf-train refit-row --onpolicy-benign.")
+@click.option("--eval-prompts", type=click.IntRange(min=1), help="rf-eval --max-prompts (default: all).")
+@click.option("--eval-attack-prompts", type=click.IntRange(min=1), default=100, show_default=True, help="rf-eval --limit.")
+@click.option("--eval-samples", type=click.IntRange(min=1), default=8, show_default=True, help="rf-eval --samples.")
+@click.option("--eval-utility-prompts", type=click.IntRange(min=1), default=60, show_default=True, help="rf-eval --utility-prompts.")
+@click.option("--eval-chats", type=click.IntRange(min=1), default=40, show_default=True, help="rf-eval --chats.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and llama.cpp.")
+@click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=0, show_default=True, help="Layers llama.cpp offloads to the GPU (-1: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+def recipe(ctx: click.Context, base: str, **settings) -> None:
+    """The whole recipe in OUT: convert-base, data, fit, tune, refit-row, shrink, export, rf-eval.
+
+    Every stage uses OUT/base.gguf (BASE converted without <rf>, or BASE itself when it is a
+    GGUF), so each is checked against the same base and the threshold is calibrated. A stage
+    whose output exists is skipped: run the same command again to continue. Ends with
+    OUT/model.gguf, OUT/MODEL_CARD.md and OUT/eval/report.md.
+    """
+    with _user_errors():
+        from .base import resolve_base
+        from .pipeline import RecipeOptions, run_recipe
+
+        options = RecipeOptions(base=resolve_base(base), **settings)
+        say = lambda line: click.echo(f"[recipe] {line}", err=True)  # noqa: E731
+        model = run_recipe(ctx, options, say)
+        say(f"done: {model} (card {options.out / 'MODEL_CARD.md'}, evaluation {options.out / 'eval' / 'report.md'}). "
+            f"Next: rfchat {model}")
+
+
+def _base_path(base: str | None, gguf_for: str | None = None) -> Path:
+    """``--base`` resolved (a GGUF when ``gguf_for`` names the command), or the bundled default."""
+    from .base import require_gguf, resolve_base
+
+    path = default_base_model_path() if base is None else resolve_base(base)
+    if gguf_for is not None:
+        require_gguf(path, gguf_for)
+    return path
+
+
+def _check_trained_on(adapter: Path, base: Path, *, defaulted: bool) -> None:
+    """Refuse, before any work, a base ADAPTER was not trained on (``defaulted``: the bundled default, no --base given)."""
+    from rfsdk.convert.adapter import load_adapter
+
+    from .base import check_trained_on
+
+    check_trained_on(adapter, load_adapter(adapter), base, defaulted=defaulted)
+
 
 def _check_out(adapter: Path, out: Path, *, force: bool, base: Path | None = None) -> None:
     inputs = {adapter: "ADAPTER"} | ({base: "the --base model"} if base is not None else {})

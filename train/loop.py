@@ -12,15 +12,21 @@ from typing import Callable, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from rfsdk.errors import RfsdkError
+
 from .adversarial import AdversarialConfig, adversarial_terms
 from .distributed import SINGLE, Processes
-from .loss import LossWeights, benign_terms, harmful_terms, total
+from .loss import HarmfulItem, LossWeights, batch_terms, total
 from .rf_model import RfModel
 
 CHECKPOINT = "checkpoint.pt"
 TERMS = ("rf", "after_kl", "benign_kl")
 """The loss terms logged each step (0 when a term never came up in the batch); with
 adversarial training also ``rf_adv``, the <rf> cross-entropy under attack."""
+
+
+class CheckpointError(RfsdkError, ValueError):
+    """A checkpoint this version cannot resume."""
 
 
 @dataclass(frozen=True)
@@ -73,13 +79,15 @@ def train(
     out_dir: Path | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     processes: Processes = SINGLE,
+    base_sha256: str | None = None,
 ) -> list[dict[str, float]]:
     """Train for ``config.steps`` steps; resumes from ``out_dir/checkpoint.pt`` if present.
 
     Each step takes ``batch_size`` harmful and ``batch_size`` benign examples, shared out
     among ``processes`` (see :mod:`rfsdk.train.distributed`); only the main one saves
     checkpoints. With ``config.max_seconds`` the run also stops (after a checkpoint) once
-    that much time has passed. Returns the mean loss terms of every step run now.
+    that much time has passed. Checkpoints record ``base_sha256`` (see :func:`checkpoint_base_sha256`).
+    Returns the mean loss terms of every step run now.
     """
     if not harmful or not benign:
         raise ValueError("training needs at least one harmful and one benign example")
@@ -93,21 +101,26 @@ def train(
     for step in range(start, config.steps):
         optimizer.zero_grad()
         sums = dict.fromkeys(TERMS + (("rf_adv",) if config.adversarial else ()), 0.0)
+        drawn = []
         for index in range(config.batch_size):
             h = harmful[rng.randrange(len(harmful))]
             b = benign[rng.randrange(len(benign))]
             position = sample_position(len(h.answer), config, rng)
-            if not processes.owns(index):
-                continue
-            terms = harmful_terms(rf, h.prompt, h.answer, position)
-            terms.update(benign_terms(rf, b.prompt, b.answer))
-            loss = total(terms, config.weights)
-            if config.adversarial is not None:
-                terms.update(adversarial_terms(rf, h.prompt, h.answer, position, config.adversarial))
-                loss = loss + config.adversarial.weight * terms["rf_adv"]
+            if processes.owns(index):
+                drawn.append((HarmfulItem(h.prompt, h.answer, position), (b.prompt, b.answer)))
+        if drawn:
+            with rf.autocast():
+                per_example = batch_terms(rf, [h for h, _ in drawn], [b for _, b in drawn])
+                examples = [h | b for h, b in zip(per_example[: len(drawn)], per_example[len(drawn) :])]
+                loss = sum(total(terms, config.weights) for terms in examples)
+                if config.adversarial is not None:
+                    for (item, _), terms in zip(drawn, examples):
+                        terms.update(adversarial_terms(rf, item.prompt, item.answer, item.position, config.adversarial))
+                        loss = loss + config.adversarial.weight * terms["rf_adv"]
             (loss / config.batch_size).backward()
-            for name, value in terms.items():
-                sums[name] += value.item() / config.batch_size
+            for terms in examples:
+                for name, value in terms.items():
+                    sums[name] += value.item() / config.batch_size
         sums = _combine(rf, processes, sums)
         optimizer.step()
         history.append(sums)
@@ -117,7 +130,7 @@ def train(
         last = out_of_time or step + 1 == config.steps
         if out_dir is not None and ((step + 1) % config.checkpoint_every == 0 or last):
             if processes.is_main:
-                _save(rf, optimizer, rng, step + 1, out_dir)
+                _save(rf, optimizer, rng, step + 1, out_dir, base_sha256)
             processes.barrier()
         if out_of_time:
             break
@@ -136,26 +149,26 @@ def _combine(rf: RfModel, processes: Processes, sums: dict[str, float]) -> dict[
 
 
 def _gradients(rf: RfModel) -> list[torch.Tensor]:
-    """The gradients training uses: the LoRA matrices' and the <rf> rows' (views into them)."""
-    lora = [p for m in rf.loras.values() for p in (m.lora_a, m.lora_b)]
-    rows = rf._rf_weights()
-    for weight in lora + rows:
+    """The gradients training uses: the LoRA matrices' and the <rf> rows'."""
+    for weight in rf.trainable():
         if weight.grad is None:
             weight.grad = torch.zeros_like(weight)
-    return [p.grad for p in lora] + [w.grad[rf.rf_id] for w in rows]
+    return [p.grad for p in rf.trainable()]
 
 
 def _trainable(rf: RfModel) -> dict[str, torch.Tensor]:
     state = {f"lora.{layer}.{module}.{half}": getattr(m, f"lora_{half}") for (layer, module), m in rf.loras.items() for half in "ab"}
-    for i, weight in enumerate(rf._rf_weights()):
-        state[f"rf_row.{i}"] = weight[rf.rf_id]
+    for i, row in enumerate(rf.rows):
+        state[f"rf_row.{i}"] = row
     return state
 
 
-def _save(rf: RfModel, optimizer: torch.optim.Optimizer, rng: random.Random, step: int, out_dir: Path) -> None:
+def _save(rf: RfModel, optimizer: torch.optim.Optimizer, rng: random.Random, step: int, out_dir: Path,
+          base_sha256: str | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "step": step,
+        "base_sha256": base_sha256,
         "trainable": {k: v.detach().clone() for k, v in _trainable(rf).items()},
         "optimizer": optimizer.state_dict(),
         "rng": rng.getstate(),
@@ -174,11 +187,25 @@ def checkpoint_step(out_dir: Path) -> int:
     return int(torch.load(path, weights_only=True, mmap=True)["step"])
 
 
+def checkpoint_base_sha256(out_dir: Path) -> str | None:
+    """The checksum of the base ``out_dir``'s checkpoint was trained on (None: no checkpoint, or none recorded)."""
+    path = out_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    return torch.load(path, weights_only=True, mmap=True).get("base_sha256")
+
+
 def _resume(rf: RfModel, optimizer: torch.optim.Optimizer, rng: random.Random, out_dir: Path | None) -> int:
     path = None if out_dir is None else out_dir / CHECKPOINT
     if path is None or not path.is_file():
         return 0
     payload = torch.load(path, weights_only=True)
+    saved_shapes = [tuple(s["exp_avg"].shape) for s in payload["optimizer"]["state"].values() if "exp_avg" in s]
+    if any(shape not in {tuple(p.shape) for p in rf.trainable()} for shape in saved_shapes):
+        raise CheckpointError(
+            f"{path} was written by an older rf-train (its optimizer state is for the whole embedding matrix); "
+            "start a new run in another --out, or continue its adapter with --init-adapter."
+        )
     with torch.no_grad():
         for name, tensor in _trainable(rf).items():
             tensor.copy_(payload["trainable"][name])

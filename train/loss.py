@@ -1,19 +1,28 @@
-"""The red-flag loss of arXiv 2502.16366, one example at a time.
+"""The red-flag loss of arXiv 2502.16366, for a whole batch in two forward passes.
 
 * harmful answers: cross-entropy for <rf> at a sampled position ``i`` of the answer, and
   KL to the frozen base on the answer tokens after the inserted <rf>, so the continuation
   is not pushed either way;
 * benign answers: KL to the frozen base, which keeps utility and keeps P(<rf>) near zero
   (the base never emits <rf>).
+
+The sequences of a batch are right-padded into one tensor with an attention mask; the
+trained network runs once over all of them and the frozen base (adapters off, no
+gradients) once over those the KL needs. Logits are computed only at the positions a term
+reads, so memory grows with the answer tokens, not with sequence length times vocabulary.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-from .rf_model import RfModel
+from .lora import adapters_disabled
+from .rf_model import NEVER_LOGIT, RfModel
 
 
 class LossWeights(BaseModel):
@@ -26,39 +35,108 @@ class LossWeights(BaseModel):
     after_kl: float = 1.0
 
 
+@dataclass(frozen=True)
+class HarmfulItem:
+    """A harmful example with <rf> to be inserted before ``answer[position]`` (0 with an empty answer: the reply start)."""
+
+    prompt: list[int]
+    answer: list[int]
+    position: int
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Positions of one sequence whose logits a term reads: rows ``start`` .. ``start + length`` of it."""
+
+    sequence: int
+    start: int
+    length: int
+
+
+def _padded(sequences: Sequence[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.zeros(len(sequences), width, dtype=torch.long)
+    mask = torch.zeros(len(sequences), width, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        mask[row, : len(sequence)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def span_logits(rf: RfModel, sequences: Sequence[list[int]], spans: Sequence[_Span]) -> torch.Tensor:
+    """Float32 logits of the trained network at every position of ``spans``, concatenated: ``[positions, vocab]``."""
+    ids, mask = _padded(sequences, rf.device)
+    hidden = rf.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    rows = torch.tensor([s.sequence for s in spans for _ in range(s.length)], device=rf.device)
+    columns = torch.tensor([s.start + i for s in spans for i in range(s.length)], device=rf.device)
+    return rf.model.get_output_embeddings()(hidden[rows, columns]).float()
+
+
+def _log_probs(logits: torch.Tensor, spans: Sequence[_Span]) -> list[torch.Tensor]:
+    return list(torch.split(F.log_softmax(logits, dim=-1), [s.length for s in spans]))
+
+
 def _kl(base: torch.Tensor, model: torch.Tensor) -> torch.Tensor:
-    """Mean over positions of KL(base || model), from logits."""
-    return F.kl_div(
-        F.log_softmax(model, dim=-1), F.log_softmax(base, dim=-1), log_target=True, reduction="batchmean"
-    )
+    """Mean over positions of KL(base || model), from log-probabilities."""
+    return F.kl_div(model, base, log_target=True, reduction="batchmean")
+
+
+def batch_terms(rf: RfModel, harmful: Sequence[HarmfulItem], benign: Sequence[tuple[list[int], list[int]]]) -> list[dict[str, torch.Tensor]]:
+    """The loss terms of every example: one dict per harmful item (``rf``, and ``after_kl``
+    unless its answer is empty), then one per benign ``(prompt, answer)`` (``benign_kl``)."""
+    trained: list[list[int]] = []
+    trained_spans: list[_Span] = []
+    base: list[list[int]] = []
+    base_spans: list[_Span] = []
+    for item in harmful:
+        p, n = len(item.prompt), len(item.answer)
+        if n == 0 and item.position == 0:
+            trained_spans.append(_Span(len(trained), p - 1, 1))
+            trained.append(item.prompt)
+            continue
+        if not 0 <= item.position < n:
+            raise ValueError(f"position {item.position} is outside the answer (length {n})")
+        k = item.position
+        trained_spans.append(_Span(len(trained), p + k - 1, 1 + n - k))  # the <rf> target, then the tokens after it
+        trained.append(item.prompt + item.answer[:k] + [rf.rf_id] + item.answer[k:])
+        base_spans.append(_Span(len(base), p + k - 1, n - k))
+        base.append(item.prompt + item.answer)
+    for prompt, answer in benign:
+        span = _Span(len(trained), len(prompt) - 1, len(answer))
+        trained_spans.append(span)
+        trained.append(prompt + answer)
+        base_spans.append(_Span(len(base), span.start, span.length))
+        base.append(prompt + answer)
+    # The base first: its forward pass then runs while none of the trained pass's activations are kept.
+    base_lp = iter(_base_log_probs(rf, base, base_spans) if base else [])
+    model_lp = _log_probs(span_logits(rf, trained, trained_spans), trained_spans)
+    terms = []
+    for item, lp in zip(harmful, model_lp):
+        term = {"rf": -lp[0, rf.rf_id]}
+        if item.answer:
+            term["after_kl"] = _kl(next(base_lp), lp[1:])
+        terms.append(term)
+    for lp in model_lp[len(harmful):]:
+        terms.append({"benign_kl": _kl(next(base_lp), lp)})
+    return terms
+
+
+@torch.no_grad()
+def _base_log_probs(rf: RfModel, sequences: Sequence[list[int]], spans: Sequence[_Span]) -> list[torch.Tensor]:
+    """Log-probabilities of the frozen base (adapters off, <rf> never emitted) at ``spans``."""
+    with adapters_disabled(rf.loras):
+        logits = span_logits(rf, sequences, spans)
+    logits[:, rf.rf_id] = NEVER_LOGIT
+    return _log_probs(logits, spans)
 
 
 def harmful_terms(rf: RfModel, prompt: list[int], answer: list[int], position: int) -> dict[str, torch.Tensor]:
-    """<rf> inserted before ``answer[position]``: its cross-entropy and the KL after it.
+    """<rf> inserted before ``answer[position]``: its cross-entropy and the KL after it (one example).
 
     An empty answer (a harmful prompt with no answer) gives the cross-entropy at the reply
     start only.
     """
-    if not answer and position == 0:
-        logits = rf.logits(prompt)
-        return {"rf": F.cross_entropy(logits[-1:], torch.tensor([rf.rf_id], device=rf.device))}
-    if not 0 <= position < len(answer):
-        raise ValueError(f"position {position} is outside the answer (length {len(answer)})")
-    p = len(prompt)
-    logits = rf.logits(prompt + answer[:position] + [rf.rf_id] + answer[position:])
-    base = rf.base_logits(prompt + answer)
-    return {
-        "rf": F.cross_entropy(logits[p + position - 1 : p + position], torch.tensor([rf.rf_id], device=rf.device)),
-        "after_kl": _kl(base[p + position - 1 : p + len(answer) - 1], logits[p + position : p + len(answer)]),
-    }
-
-
-def benign_terms(rf: RfModel, prompt: list[int], answer: list[int]) -> dict[str, torch.Tensor]:
-    """KL to the frozen base on every answer token."""
-    p = len(prompt)
-    ids = prompt + answer
-    span = slice(p - 1, p + len(answer) - 1)
-    return {"benign_kl": _kl(rf.base_logits(ids)[span], rf.logits(ids)[span])}
+    return batch_terms(rf, [HarmfulItem(prompt, answer, position)], [])[0]
 
 
 def total(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:

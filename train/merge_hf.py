@@ -49,7 +49,8 @@ def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> tuple[int, st
         tokenizer.save_pretrained(partial)
         if slot is not None:
             rename_special_token(partial, slot, RF_TEXT, rf_id)
-        (partial / "rf_config.json").write_text(json.dumps({"threshold": rf.metadata.rf_threshold}) + "\n", encoding="utf-8")
+        if rf.metadata.rf_threshold is not None:  # an uncalibrated adapter: the converted model stores no threshold
+            (partial / "rf_config.json").write_text(json.dumps({"threshold": rf.metadata.rf_threshold}) + "\n", encoding="utf-8")
         if out.exists():
             out.rmdir()
         partial.rename(out)

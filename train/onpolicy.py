@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict
 
 from rfsdk import GuardedChat, SamplingConfig
 
+from .llama_settings import llama_settings
+
 
 class Completion(BaseModel):
     """One generated answer."""
@@ -31,14 +33,17 @@ def generate_completions(
     *,
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_tokens=128, seed=0),
     n_threads: int | None = None,
+    n_gpu_layers: int | None = None,
     on_done: Callable[[int], None] | None = None,
 ) -> Iterator[Completion]:
     """Yield an answer for every ``(prompt_id, prompt)``, generating only what ``cache`` lacks.
 
     The cache is a JSONL file; every finished answer is appended at once, so an
     interrupted run continues where it stopped. Answers made with other settings or
-    another model file are not reused.
+    another model file are not reused. ``n_threads`` and ``n_gpu_layers`` default to the
+    :func:`~rfsdk.train.llama_settings.llama_settings` in force.
     """
+    ambient = llama_settings()
     settings = _settings_key(Path(model), sampling)
     done = {c.prompt_id: c for c in _read(cache) if c.settings == settings}
     chat: GuardedChat | None = None
@@ -51,7 +56,10 @@ def generate_completions(
             completion = done.get(prompt_id)
             if completion is None:
                 if chat is None:
-                    chat = GuardedChat(model, allow_unguarded=True, sampling=sampling, n_threads=n_threads)
+                    chat = GuardedChat(
+                        model, allow_unguarded=True, sampling=sampling, n_threads=n_threads or ambient.n_threads,
+                        n_gpu_layers=ambient.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
+                    )
                 chat.reset()
                 reply = chat.send(prompt)
                 completion = Completion(
@@ -67,8 +75,8 @@ def generate_completions(
 
 
 def _settings_key(model: Path, sampling: SamplingConfig) -> str:
-    stat = model.stat()
-    identity = f"{model.name}:{stat.st_size}:{sampling.model_dump_json()}"
+    stat = model.stat()  # the modification time too: every recipe run's base is a base.gguf, of one size per architecture
+    identity = f"{model.name}:{stat.st_size}:{stat.st_mtime_ns}:{sampling.model_dump_json()}"
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 

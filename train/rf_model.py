@@ -15,21 +15,56 @@ from .lora import LoRALinear, adapters_disabled, add_lora
 from .tokenizer_files import special_role
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_NEVER = -1.0e4  # the frozen base never emits <rf>: its logit is pinned far below the rest
+NEVER_LOGIT = -1.0e4  # the frozen base never emits <rf>: its logit is pinned far below the rest
 
 
 class RfTokenError(RfsdkError, ValueError):
     """The <rf> token cannot be added, or the named slot cannot be taken over, in this tokenizer."""
 
 
-class RfModel:
-    """The network being trained plus the switches to run it as the frozen base."""
+def check_rf_token(tokenizer, *, token: str = "<rf>", slot: str | None = None) -> None:
+    """Refuse a ``slot`` this tokenizer lacks, that ordinary text produces, or that has a special role;
+    without a slot, refuse a tokenizer that already has ``token``."""
+    if slot is None:
+        if token in tokenizer.get_vocab():
+            raise RfTokenError(
+                f"the tokenizer already has {token!r}; take it over with slot={token!r} (rf-train fit --slot {token!r})."
+            )
+        return
+    rf_id = tokenizer.convert_tokens_to_ids(slot)
+    if rf_id is None or rf_id == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(rf_id) != slot:
+        raise RfTokenError(f"slot {slot!r} is not a token of this tokenizer; name an existing reserved token.")
+    role = special_role(tokenizer, slot)
+    if role is not None:
+        raise RfTokenError(
+            f"slot {slot!r} is the tokenizer's {role}; taking it over would break the chat format. "
+            "Name an unused reserved token, or leave the slot out to add <rf>."
+        )
+    if slot not in tokenizer.get_added_vocab():
+        raise RfTokenError(
+            f"slot {slot!r} (id {rf_id}) is an ordinary token that text can produce; taking it over would corrupt "
+            "tokenization. Name a reserved (added, special) token, or leave the slot out to add <rf>."
+        )
 
-    def __init__(self, model: nn.Module, rf_id: int, loras: dict[tuple[int, str], LoRALinear]) -> None:
+
+class RfModel:
+    """The network being trained plus the switches to run it as the frozen base.
+
+    The <rf> row(s) are their own small parameters (``rows``: the input row, and the output
+    row when the output is untied), spliced into the frozen embedding's output and the
+    output head's logits by forward hooks, so the optimizer keeps state for them alone.
+    """
+
+    def __init__(self, model: nn.Module, rf_id: int, loras: dict[tuple[int, str], LoRALinear], rows: list[nn.Parameter]) -> None:
         self.model = model
         self.rf_id = rf_id
         self.loras = loras
-        self.tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+        self.rows = rows
+        self.tied = len(rows) == 1
+        self._hooks = [
+            model.get_input_embeddings().register_forward_hook(self._splice_input_row),
+            model.get_output_embeddings().register_forward_hook(self._splice_output_row),
+        ]
 
     @classmethod
     def prepare(
@@ -45,59 +80,58 @@ class RfModel:
     ) -> "RfModel":
         """Add ``token`` (or take over the existing token ``slot``), freeze the model, add LoRA.
 
-        The new row starts at the mean of the existing rows; only that row (input and,
-        if untied, output) and the LoRA matrices are trained.
+        The <rf> row(s) start at the mean of the other rows; only they and the LoRA matrices
+        are trained. LoRA and rows are float32 whatever the model's dtype.
         """
+        check_rf_token(tokenizer, token=token, slot=slot)
         if slot is not None:
             rf_id = tokenizer.convert_tokens_to_ids(slot)
-            if rf_id is None or rf_id == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(rf_id) != slot:
-                raise RfTokenError(f"slot {slot!r} is not a token of this tokenizer; name an existing reserved token.")
-            role = special_role(tokenizer, slot)
-            if role is not None:
-                raise RfTokenError(
-                    f"slot {slot!r} is the tokenizer's {role}; taking it over would break the chat format. "
-                    "Name an unused reserved token, or leave the slot out to add <rf>."
-                )
         else:
-            if token in tokenizer.get_vocab():
-                raise RfTokenError(
-                    f"the tokenizer already has {token!r}; take it over with slot={token!r} (rf-train fit --slot {token!r})."
-                )
             tokenizer.add_special_tokens({"additional_special_tokens": [token]})
             rf_id = tokenizer.convert_tokens_to_ids(token)
             if rf_id >= model.get_input_embeddings().weight.shape[0]:
                 model.resize_token_embeddings(rf_id + 1, mean_resizing=False)
         for param in model.parameters():
             param.requires_grad_(False)
-        rf = cls(model, rf_id, add_lora(model, rank, alpha, targets))
+        loras = add_lora(model, rank, alpha, targets)
+        matrices = [model.get_input_embeddings().weight]
+        if model.get_output_embeddings().weight is not matrices[0]:
+            matrices.append(model.get_output_embeddings().weight)
         with torch.no_grad():
-            for weight in rf._rf_weights():
-                others = torch.cat([weight[:rf_id], weight[rf_id + 1 :]])
-                weight[rf_id] = others.mean(dim=0)
-        for weight in rf._rf_weights():
-            weight.requires_grad_(True)
-            mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
-            mask[rf_id] = 1
-            weight.register_hook(lambda grad, mask=mask: grad * mask)
-        return rf
+            rows = [
+                nn.Parameter(torch.cat([w[:rf_id], w[rf_id + 1 :]]).float().mean(dim=0)) for w in matrices
+            ]
+        return cls(model, rf_id, loras, rows)
+
+    def _splice_input_row(self, _module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        at_rf = (args[0] == self.rf_id).unsqueeze(-1)
+        return torch.where(at_rf, self.rows[0].to(output.dtype), output)
+
+    def _splice_output_row(self, _module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        output[..., self.rf_id] = (args[0] @ self.rows[-1].to(args[0].dtype)).to(output.dtype)  # no copy of the logits
+        return output
+
+    def autocast(self) -> torch.autocast:
+        """The context to run the network in: bfloat16 autocast for a bfloat16 base (the trained
+        parameters stay float32), nothing for a float32 one."""
+        dtype = self.model.get_input_embeddings().weight.dtype
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
     @property
     def device(self) -> torch.device:
         """Where the model's weights are."""
         return self.model.get_input_embeddings().weight.device
 
-    def _rf_weights(self) -> list[nn.Parameter]:
-        weights = [self.model.get_input_embeddings().weight]
-        if not self.tied:
-            weights.append(self.model.get_output_embeddings().weight)
-        return weights
+    def trainable(self) -> list[nn.Parameter]:
+        """Every trained parameter: the LoRA matrices, then the <rf> row(s)."""
+        return [p for m in self.loras.values() for p in (m.lora_a, m.lora_b)] + self.rows
 
     def parameter_groups(self, lr: float, rf_lr: float) -> list[dict]:
         """Optimizer groups: LoRA matrices at ``lr``, the <rf> row(s) at ``rf_lr``."""
         lora = [p for m in self.loras.values() for p in (m.lora_a, m.lora_b)]
         return [
             {"params": lora, "lr": lr, "weight_decay": 0.0},
-            {"params": self._rf_weights(), "lr": rf_lr, "weight_decay": 0.0},
+            {"params": self.rows, "lr": rf_lr, "weight_decay": 0.0},
         ]
 
     def logits(self, ids: list[int]) -> torch.Tensor:
@@ -109,7 +143,7 @@ class RfModel:
         """Logits of the frozen base (adapters off, <rf> never emitted)."""
         with adapters_disabled(self.loras):
             logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float()
-        logits[:, self.rf_id] = _NEVER
+        logits[:, self.rf_id] = NEVER_LOGIT
         return logits
 
     def _rank_alpha(self) -> tuple[int, float]:
@@ -144,27 +178,27 @@ class RfModel:
                 f"the adapter has {'an' if self.tied else 'no'} <rf> output row, but this model's output "
                 f"embeddings are {'tied' if self.tied else 'untied'}; it was trained on another model."
             )
-        rows = list(zip(self._rf_weights(), [adapter.embedding, adapter.output]))
-        n_embd = rows[0][0].shape[1]
+        rows = list(zip(self.rows, [adapter.embedding, adapter.output]))
+        n_embd = rows[0][0].shape[0]
         if adapter.embedding.shape != (n_embd,):
             raise AdapterMismatchError(f"the adapter's <rf> row has {adapter.embedding.shape[0]} values, this model's {n_embd}.")
         for key, lora in self.loras.items():
             if pairs[key].a.shape != tuple(lora.lora_a.shape) or pairs[key].b.shape != tuple(lora.lora_b.shape):
                 raise AdapterMismatchError(f"the adapter's LoRA for layer {key[0]} {key[1]} has other shapes than this model's.")
         # Checked in full first, so a refused adapter leaves the model as it was.
-        for weight, row in rows:
-            weight[self.rf_id] = torch.tensor(row).to(weight)
+        for param, row in rows:
+            param.copy_(torch.tensor(row).to(param))
         for key, lora in self.loras.items():
             lora.lora_a.copy_(torch.tensor(pairs[key].a).to(lora.lora_a))
             lora.lora_b.copy_(torch.tensor(pairs[key].b).to(lora.lora_b))
 
     def save_adapter(
-        self, path: Path, *, base_model: str, threshold: float, slot: str | None = None, base_sha256: str | None = None
+        self, path: Path, *, base_model: str, threshold: float | None, slot: str | None = None, base_sha256: str | None = None
     ) -> None:
-        """Write the LoRA and <rf> rows as an ``rfsdk-adapter/1`` safetensors file."""
+        """Write the LoRA and <rf> rows as an ``rfsdk-adapter/1`` safetensors file (``threshold`` None: not calibrated)."""
         rank, alpha = self._rank_alpha()
-        embedding = self.model.get_input_embeddings().weight[self.rf_id]
-        output = None if self.tied else self.model.get_output_embeddings().weight[self.rf_id]
+        embedding = self.rows[0]
+        output = None if self.tied else self.rows[1]
         pairs = [
             LoraPair(layer=layer, module=module, a=m.lora_a.detach().float().numpy(), b=m.lora_b.detach().float().numpy())
             for (layer, module), m in sorted(self.loras.items())

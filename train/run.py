@@ -7,27 +7,34 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
 
-from rfsdk.convert.adapter import file_sha256, load_adapter
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from rfsdk.convert.adapter import load_adapter
 from rfsdk.convert.patch import patch_gguf
+from rfsdk.errors import RfsdkError
 from rfsdk.model_source import cache_dir
 
 from .adversarial import AdversarialConfig
-from .base import check_trained_on, load_base
+from .base import BaseMismatchError, base_sha256, check_trained_on, enable_checkpointing, load_model, load_tokenizer
 from .calibrate import Calibration, calibrate
 from .card import write_model_card
 from .data import load_dataset
 from .distributed import Processes, joined
-from .loop import TrainConfig, checkpoint_step, train
+from .llama_settings import LlamaSettings, using_llama_settings
+from .loop import TrainConfig, checkpoint_base_sha256, checkpoint_step, train
 from .loss import LossWeights
 from .prompt_sets import prompt_set
 from .recipe import RecipeConfig, build_training_set
-from .rf_model import RfModel
+from .rf_model import RfModel, check_rf_token
 
-PROVISIONAL_THRESHOLD = 0.5
 Progress = Callable[[str, int, int], None]
+
+
+class TrainingDataError(RfsdkError, ValueError):
+    """The training set came out empty on one side."""
 
 
 class FitOptions(BaseModel):
@@ -53,16 +60,26 @@ class FitOptions(BaseModel):
     max_seconds: float | None = None
     target_fpr: float = 0.05
     device: str = "auto"
+    dtype: Literal["fp32", "bf16"] = "fp32"
+    gradient_checkpointing: bool = False
     threads: int | None = None
+    n_gpu_layers: int = Field(0, ge=-1)
     seed: int = 0
     init_adapter: Path | None = None
 
+    @property
+    def is_gguf(self) -> bool:
+        """Whether the base is a GGUF file (on-policy answers, export and calibration need one)."""
+        return self.base.is_file() and self.base.suffix == ".gguf"
 
-def _start_from(rf: RfModel, path: Path, slot: str | None, base: Path, base_sha: str | None) -> str:
-    init = load_adapter(path)
-    check_trained_on(path, init, base, base_sha)
-    rf.load_trained(init, slot=slot)
-    return init.sha256
+
+def _check_resumable(out: Path, base: Path, base_sha: str) -> None:
+    saved = checkpoint_base_sha256(out)
+    if saved is not None and saved != base_sha:
+        raise BaseMismatchError(
+            f"{out} holds a run trained on another base (sha256 {saved}; {base} has {base_sha}). Pass the same --base "
+            "to resume it, or another --out to start a new run."
+        )
 
 
 def _device(name: str, processes: Processes) -> torch.device:
@@ -87,33 +104,51 @@ def fit_model(options: FitOptions, *, progress: Progress | None = None, log: Cal
     """
     if options.threads:
         torch.set_num_threads(options.threads)
-    with joined(_device_type(options.device).type) as processes:
+    settings = LlamaSettings(n_threads=options.threads, n_gpu_layers=options.n_gpu_layers)
+    with joined(_device_type(options.device).type) as processes, using_llama_settings(settings):
         return _fit(options, processes, progress=progress, log=log)
 
 
 def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None, log: Callable[[str], None]) -> dict | None:
     if not processes.is_main:
         progress, log = None, lambda line: None
-    out = options.out
-    out.mkdir(parents=True, exist_ok=True)
+    out, base = options.out, options.base
+    # Everything that can refuse the run is checked before anything is loaded or written.
+    base_sha = base_sha256(base)
+    _check_resumable(out, base, base_sha)
+    tokenizer = load_tokenizer(base)
+    check_rf_token(tokenizer, slot=options.slot)
+    init = None if options.init_adapter is None else load_adapter(options.init_adapter)
+    if init is not None:
+        check_trained_on(options.init_adapter, init, base, base_sha)
     with processes.main_first():
         dataset = load_dataset()
-    log(f"loading {options.base}" + (f" in {processes.world} processes" if processes.world > 1 else ""))
-    model, tokenizer = load_base(options.base)
+    log(f"loading {base}" + (f" in {processes.world} processes" if processes.world > 1 else "") + f" ({options.dtype})")
+    model = load_model(base, dtype=options.dtype)
+    if options.gradient_checkpointing:
+        enable_checkpointing(model)
     model.to(_device(options.device, processes))
     torch.manual_seed(options.seed)  # the LoRA initialisation (a resumed run loads its weights instead)
     rf = RfModel.prepare(model, tokenizer, rank=options.rank, alpha=options.alpha, slot=options.slot)
-    is_gguf = options.base.suffix == ".gguf"
-    base_sha = file_sha256(options.base) if is_gguf else None
-    init_sha = None if options.init_adapter is None else _start_from(rf, options.init_adapter, options.slot, options.base, base_sha)
-    recipe = RecipeConfig(max_len=options.max_len, onpolicy_harmful=options.onpolicy, seed=options.seed)
+    if init is not None:
+        rf.load_trained(init, slot=options.slot)
+    if not options.is_gguf:
+        log("the base is a checkpoint folder: no on-policy answers and no calibration (both run the base through "
+            f"llama.cpp). For them, convert it once (rf-convert hf {base} base.gguf --no-rf) and train on base.gguf.")
+    recipe = RecipeConfig(max_len=options.max_len, onpolicy_harmful=options.onpolicy if options.is_gguf else 0, seed=options.seed)
     with processes.main_first():
         data = build_training_set(
             dataset.split("train"), tokenizer, recipe,
-            onpolicy_model=options.base if is_gguf else None,
-            cache_dir=cache_dir() / "onpolicy" / options.base.stem,
+            onpolicy_model=base if options.is_gguf else None,
+            cache_dir=cache_dir() / "onpolicy" / base.stem,
             progress=progress,
         )
+    if not data.harmful or not data.benign:
+        raise TrainingDataError(
+            f"no training example fits --max-len {options.max_len} with {base}'s chat template ({json.dumps(data.counts)}); "
+            "raise --max-len."
+        )
+    out.mkdir(parents=True, exist_ok=True)
     log(f"training set: {len(data.harmful)} harmful, {len(data.benign)} benign; " + json.dumps(data.counts))
     config = TrainConfig(
         steps=options.steps, batch_size=options.batch_size, lr=options.lr, rf_lr=options.rf_lr,
@@ -123,7 +158,7 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
     )
     started = time.monotonic()
     if not processes.is_main:
-        train(rf, data.harmful, data.benign, config, out_dir=out, processes=processes)
+        train(rf, data.harmful, data.benign, config, out_dir=out, processes=processes, base_sha256=base_sha)
         return None
     with (out / "train_log.jsonl").open("a", encoding="utf-8") as log_file:
 
@@ -136,14 +171,15 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
             if step % 10 == 0:
                 log(" ".join(f"{k}={v}" for k, v in record.items()))
 
-        history = train(rf, data.harmful, data.benign, config, out_dir=out, on_step=on_step, processes=processes)
+        history = train(rf, data.harmful, data.benign, config, out_dir=out, on_step=on_step, processes=processes,
+                        base_sha256=base_sha)
     adapter = out / "adapter.safetensors"
     save = lambda threshold: rf.save_adapter(  # noqa: E731
         adapter, base_model=options.base.name, threshold=threshold, slot=options.slot, base_sha256=base_sha
     )
-    save(PROVISIONAL_THRESHOLD)
+    save(None)  # a threshold only once it is calibrated
     calibration: Calibration | None = None
-    if is_gguf:
+    if options.is_gguf:
         gguf = out / "model.gguf"
         patch_gguf(options.base, adapter, gguf, force=True)
         prompts = prompt_set(dataset.split("validation"), seed=options.seed, train_prompts=dataset.prompts("train"))
@@ -154,10 +190,10 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
     result = {
         "base": str(options.base),
         "base_sha256": base_sha,
-        "options": json.loads(options.model_dump_json()),
+        "options": json.loads(options.model_dump_json()) | ({} if options.is_gguf else {"onpolicy": 0}),
         "recipe": json.loads(recipe.model_dump_json()),
         "training_set": data.counts,
-        "init_adapter_sha256": init_sha,
+        "init_adapter_sha256": None if init is None else init.sha256,
         "steps_total": checkpoint_step(out),
         "steps_run_now": len(history),
         "processes": processes.world,

@@ -1,0 +1,195 @@
+"""One optimizer step of `rf-train fit` against a plain PEFT LoRA step: seconds, peak memory, optimizer state.
+
+Both sides load the same base (the bundled SmolLM2-135M-Instruct GGUF, dequantized to
+float32 by transformers; no download), put LoRA of the same rank and alpha on the same seven
+projections of every layer, and take AdamW steps on the same examples: ``--batch-size``
+harmful and as many benign training examples of the dataset, cut to ``--max-len`` tokens.
+
+* rf-train: the step :func:`rfsdk.train.loop.train` takes for ``rf-train fit``
+  (:func:`rfsdk.train.loss.batch_terms`: the trained network once over the padded batch with
+  <rf> inserted, the frozen base once for the KL terms; AdamW on the LoRA and the <rf> row),
+  on the same fixed batch every step (the <rf> positions drawn once, seeded);
+* PEFT: ``peft.get_peft_model`` on the same model, the padded batch of the same sequences
+  (without <rf>), the ordinary causal-LM loss on the answer tokens.
+
+Each side runs in its own process (so neither inherits the other's allocator state), sides
+alternate over ``--rounds``; the first step of each process is a warm-up and not timed.
+Peak memory is the process's peak resident set during the steps (Linux ``VmHWM``, reset
+after loading) over its resident set before them; on CUDA, ``torch.cuda.max_memory_allocated``.
+
+    python bench/train_step.py [--batch-size 2] [--steps 3] [--rounds 2] [--threads 1] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+
+def _examples(tokenizer, batch: int, max_len: int, seed: int):
+    import random
+
+    from rfsdk.model_source import cache_dir
+    from rfsdk.train.data import load_dataset
+    from rfsdk.train.recipe import RecipeConfig, build_training_set
+
+    data = build_training_set(load_dataset().split("train"), tokenizer, RecipeConfig(max_len=max_len, onpolicy_harmful=0),
+                              onpolicy_model=None, cache_dir=cache_dir() / "bench")
+    rng = random.Random(seed)
+    harmful = [e for e in data.harmful if e.answer]
+    return rng.sample(harmful, batch), rng.sample(data.benign, batch)
+
+
+def _side(side: str, args: argparse.Namespace) -> dict:
+    import torch
+
+    from rfsdk.model_source import default_base_model_path
+    from rfsdk.train.base import enable_checkpointing, load_model, load_tokenizer
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    base = default_base_model_path()
+    tokenizer = load_tokenizer(base)
+    harmful, benign = _examples(tokenizer, args.batch_size, args.max_len, args.seed)
+    model = load_model(base, dtype=args.dtype)
+    if args.gradient_checkpointing:
+        enable_checkpointing(model)
+    model.to(device)
+    step_seconds: list[float] = []
+    if side == "rf-train":
+        import random
+
+        from rfsdk.train.loop import TrainConfig, sample_position
+        from rfsdk.train.loss import HarmfulItem, LossWeights, batch_terms, total
+        from rfsdk.train.rf_model import RfModel
+
+        torch.manual_seed(args.seed)
+        rf = RfModel.prepare(model, tokenizer, rank=args.rank, alpha=2.0 * args.rank)
+        trainable = rf.trainable()
+        optimizer = torch.optim.AdamW(rf.parameter_groups(1e-3, 1e-2))
+        config, rng = TrainConfig(start_probability=0.5, max_offset=32), random.Random(args.seed)
+        items = [HarmfulItem(h.prompt, h.answer, sample_position(len(h.answer), config, rng)) for h in harmful]
+        pairs = [(b.prompt, b.answer) for b in benign]
+        rf.model.train()
+        for step in range(args.steps + 1):  # the step rf-train fit's loop takes, on this fixed batch
+            if step == 0:
+                _reset_peak()
+                before_kb = _rss_kb("VmRSS")
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+            started = time.perf_counter()
+            optimizer.zero_grad()
+            with rf.autocast():
+                loss = sum(total(terms, LossWeights()) for terms in batch_terms(rf, items, pairs)) / args.batch_size
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if step:
+                step_seconds.append(time.perf_counter() - started)
+        rows = sum(r.numel() for r in rf.rows)
+        matrices = model.get_input_embeddings().weight.numel() * len(rf.rows)
+        extra = {"rf_row_optimizer_values": 2 * rows, "embedding_optimizer_values_if_whole_matrix": 2 * matrices}
+    else:
+        import peft
+
+        torch.manual_seed(args.seed)
+        model = peft.get_peft_model(model, peft.LoraConfig(r=args.rank, lora_alpha=2.0 * args.rank, target_modules=list(TARGETS), lora_dropout=0.0))
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.0)
+        sequences = [(e.prompt, e.answer) for e in harmful + benign]
+        width = max(len(p) + len(a) for p, a in sequences)
+        ids = torch.zeros(len(sequences), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for row, (p, a) in enumerate(sequences):
+            ids[row, : len(p) + len(a)] = torch.tensor(p + a)
+            mask[row, : len(p) + len(a)] = 1
+            labels[row, len(p) : len(p) + len(a)] = torch.tensor(a)
+        ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+        model.train()
+        for step in range(args.steps + 1):
+            if step == 0:
+                _reset_peak()
+                before_kb = _rss_kb("VmRSS")
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+            started = time.perf_counter()
+            optimizer.zero_grad()
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if step:
+                step_seconds.append(time.perf_counter() - started)
+        extra = {}
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else (_rss_kb("VmHWM") - before_kb) / 1024)
+    return {
+        "side": side, "step_seconds": step_seconds, "peak_step_mib": peak, "trainable_values": sum(p.numel() for p in trainable),
+        **extra,
+    }
+
+
+def main() -> None:
+    """Run both sides in alternating child processes and print the table and the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=2, help="Harmful and benign examples per step (each).")
+    parser.add_argument("--max-len", type=int, default=192)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3, help="Timed steps per process (after one warm-up step).")
+    parser.add_argument("--rounds", type=int, default=2, help="Processes per side, alternating.")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--side", choices=["rf-train", "peft"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        print(json.dumps(_side(args.side, args)))
+        return
+    results: dict[str, list[dict]] = {"rf-train": [], "peft": []}
+    for _ in range(args.rounds):
+        for side in results:
+            command = [sys.executable, __file__, *sys.argv[1:], "--side", side]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            results[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"{side}: {results[side][-1]}", file=sys.stderr)
+    summary = {}
+    for side, runs in results.items():
+        seconds = [s for run in runs for s in run["step_seconds"]]
+        summary[side] = {"seconds": statistics.median(seconds), "peak": max(run["peak_step_mib"] for run in runs),
+                         "trainable": runs[0]["trainable_values"]}
+    print(f"device {args.device}, threads {args.threads}, dtype {args.dtype}, batch {args.batch_size}+{args.batch_size}, "
+          f"rank {args.rank}, max_len {args.max_len}, {args.rounds} x {args.steps} timed steps per side")
+    print("| step | s/step (median) | peak step memory MiB | trainable values |")
+    print("|---|---:|---:|---:|")
+    for side, s in summary.items():
+        print(f"| {side} | {s['seconds']:.2f} | {s['peak']:.0f} | {s['trainable']:,} |")
+    ours, theirs = summary["rf-train"], summary["peft"]
+    run = results["rf-train"][0]
+    print(f"time ratio rf-train/PEFT {ours['seconds'] / theirs['seconds']:.2f}, memory ratio {ours['peak'] / theirs['peak']:.2f}; "
+          f"<rf>-row optimizer state {run['rf_row_optimizer_values']:,} values = "
+          f"{100 * run['rf_row_optimizer_values'] / run['embedding_optimizer_values_if_whole_matrix']:.4f}% of the embedding's")
+
+
+if __name__ == "__main__":
+    main()
