@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import get_args
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from ..calibration import DetectionMetrics, detection_metrics
-from ..chat import HALTED_CONTEXTS, GuardedChat
+from ..chat import GuardedChat
 from ..classifiers import Classifier
-from ..config import SamplingConfig
+from ..config import HaltedContext, SamplingConfig
 from .attacks import (
     AttackResult,
     benign_chat_false_flags,
@@ -148,7 +149,7 @@ def evaluate(
     ]
     if data.after_halt:
         kept = chat.halted_context
-        for context in HALTED_CONTEXTS:
+        for context in get_args(HaltedContext):
             chat.halted_context = context
             attacks.append(followups_after_halt(
                 chat, data.after_halt, progress=stage(f"follow-ups after a halted turn ({context})", len(data.after_halt))
