@@ -517,7 +517,10 @@ def test_save_and_load_history_round_trip(llm, tmp_path):
     other = make_chat(llm)
     other.load_history(path)
     assert other.history == chat.history and other.system == "sys"
-    assert other.send("more").finish_reason == "halt"  # the loaded harmful turn is in context
+    assert other.send("more").finish_reason == "stop"  # a halted turn is left out of the model's context
+    other.load_history(path)
+    other.halted_context = "keep"
+    assert other.send("more").finish_reason == "halt"  # kept, the loaded harmful turn is in context
     other.load_history(path)
     assert other.history == chat.history
 

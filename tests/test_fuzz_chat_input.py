@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rfsdk import GuardedChat, SamplingConfig
+from rfsdk._history import model_history
 from rfsdk.demo_model import DEMO_CHAT_TEMPLATE, DEMO_TRIGGER_WORD
 from rfsdk.errors import ContextOverflowError, EmptyMessageError, InvalidTextError
 from rfsdk.events import EndEvent, NoticeEvent
@@ -106,7 +107,7 @@ def _check_turn(chat: GuardedChat, before: list, message: str) -> str:
         return outcome  # older messages were left out: the rendering below would not match
     llm = chat.llm
     prompt = [int(t) for t in llm.input_ids[: end.usage.prompt_tokens]]
-    contents = [(m.role, m.content) for m in before] + [("user", message)]
+    contents = [(m.role, m.content) for m in model_history(before, chat.halted_context)] + [("user", message)]
     expected_specials = llm.tokenize(_render([(r, "x") for r, _ in contents]).encode(), add_bos=False, special=True)
     assert _special_ids(llm, prompt) == _special_ids(llm, expected_specials)
     spelled = b"".join(token_piece(llm, t, special=True) for t in prompt)
