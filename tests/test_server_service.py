@@ -119,7 +119,10 @@ def test_queue_full_gives_503_and_turns_run_in_arrival_order(small_queue: Server
     lock = threading.Lock()
 
     def ask(i: int) -> httpx.Response:
-        response = httpx.post(small_queue.url + "/chat/completions", json=hello(f"Hello {i}"), timeout=60)
+        # Each turn writes 300 tokens, so one ends well before the next: the order in which
+        # the clients see their replies end is the order the server ran the turns in.
+        body = {"model": MODEL, "messages": ENDLESS, "max_tokens": 300, "temperature": 0}
+        response = httpx.post(small_queue.url + "/chat/completions", json=body, timeout=60)
         with lock:
             done.append(i)
         return response
