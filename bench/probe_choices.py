@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from rfsdk import DEFAULT_REFUSAL
 from rfsdk.calibration import detection_metrics, threshold_for_fpr
 from rfsdk.convert.adapter import load_adapter
 from rfsdk.default_model import shipped_adapter
@@ -103,7 +104,7 @@ def main() -> None:
     follow_ups = [
         [*history, {"role": "user", "content": request.prompt}]
         for history, request, _ in followup_conversations(harmful_examples, {}, follow_up_requests, 300,
-                                                          "I can't help with that.", args.seed)
+                                                          DEFAULT_REFUSAL, args.seed)
     ]
     val = prompt_set(validation, train_prompts=[e.prompt for e in train])
     harmful, twins, dna_out, benign = fitting(harmful), fitting(twins), fitting(dna_out), fitting(benign)

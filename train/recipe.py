@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rfsdk import SamplingConfig
+from rfsdk import DEFAULT_REFUSAL, SamplingConfig
 from rfsdk.evaluation.refusal import is_refusal
 
 from .data_schema import Example
@@ -50,7 +50,7 @@ class RecipeConfig(BaseModel):
     """Times each everyday and contrastive benign request (with the base's answer) is listed."""
     followup_negatives: int = Field(200, ge=0)
     """Benign follow-ups after a harmful turn on the benign side (multi-turn negatives)."""
-    refusal: str = "I can't help with that."
+    refusal: str = DEFAULT_REFUSAL
     """The refusal a halted turn leaves in the history (GuardedChat's default)."""
     seed: int = 0
 

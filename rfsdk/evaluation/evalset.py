@@ -74,8 +74,8 @@ def _pairs(first: list[str], second: list[str], count: int, rng: random.Random) 
     """``count`` conversations: a first request and a follow-up, each drawn without repeats while they last."""
     if not first or not second:
         return []
-    firsts = [first[i % len(first)] for i in rng.sample(range(max(count, len(first))), count)] if count else []
-    seconds = [second[i % len(second)] for i in rng.sample(range(max(count, len(second))), count)] if count else []
+    firsts = [first[i % len(first)] for i in rng.sample(range(max(count, len(first))), count)]
+    seconds = [second[i % len(second)] for i in rng.sample(range(max(count, len(second))), count)]
     return list(zip(firsts, seconds))
 
 
