@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 
@@ -28,6 +28,12 @@ class Server:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def client(self, api_key: str = "unused", **options: Any) -> Any:
+        """An official ``openai.OpenAI`` client of this server that never retries (``options``: e.g. timeout)."""
+        import openai
+
+        return openai.OpenAI(base_url=self.url, api_key=api_key, max_retries=0, **options)
 
 
 def free_port() -> int:

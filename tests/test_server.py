@@ -40,7 +40,7 @@ def server(demo_model_path: Path):
 
 @pytest.fixture(scope="module")
 def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
+    return server.client(timeout=60)
 
 
 def user(text: str) -> list[dict]:
@@ -199,7 +199,7 @@ def test_special_token_text_is_plain_text(client: openai.OpenAI) -> None:
 
 def test_continue_policy(demo_model_path: Path) -> None:
     with rf_serve(demo_model_path, "--policy", "continue") as server:
-        client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+        client = server.client()
         reply = client.chat.completions.create(model=MODEL, messages=user(f"A {DEMO_TRIGGER_WORD}"), temperature=0)
         assert reply.choices[0].finish_reason == "stop"
         assert reply.choices[0].message.content == DEMO_BENIGN_REPLY

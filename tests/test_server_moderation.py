@@ -25,7 +25,7 @@ def server(demo_model_path: Path):
 
 @pytest.fixture(scope="module")
 def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
+    return server.client(timeout=60)
 
 
 def test_moderation_of_one_text(client: openai.OpenAI) -> None:
@@ -89,7 +89,7 @@ def test_audit_log(demo_model_path: Path, tmp_path: Path) -> None:
     log = tmp_path / "audit.jsonl"
     sha = hashlib.sha256(demo_model_path.read_bytes()).hexdigest()
     with rf_serve(demo_model_path, "--audit-log", str(log)) as server:
-        client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+        client = server.client()
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hello"}])
         halted = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": HARMFUL}])
         streamed = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": HARMFUL}], stream=True))
@@ -107,7 +107,7 @@ def test_audit_log(demo_model_path: Path, tmp_path: Path) -> None:
 def test_audit_log_with_texts(demo_model_path: Path, tmp_path: Path) -> None:
     log = tmp_path / "audit.jsonl"
     with rf_serve(demo_model_path, "--audit-log", str(log), "--audit-text", "--refusal", "No.") as server:
-        client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+        client = server.client()
         reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": HARMFUL}])
         assert reply.choices[0].message.content == "No."
         client.moderations.create(input=HARMFUL)

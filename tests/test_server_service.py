@@ -42,8 +42,8 @@ def test_api_key(demo_model_path: Path) -> None:
         assert httpx.post(server.url + "/moderations", json={"input": "hi"}).status_code == 401
         assert httpx.get(server.root + "/health").status_code == 200  # liveness needs no key
         with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=server.url, api_key="wrong", max_retries=0).models.list()
-        client = openai.OpenAI(base_url=server.url, api_key="s3cret", max_retries=0)
+            server.client("wrong").models.list()
+        client = server.client("s3cret")
         assert client.chat.completions.create(**hello()).choices[0].finish_reason == "stop"
 
 
@@ -194,7 +194,7 @@ def _streamed(client: openai.OpenAI, body: dict) -> tuple[str, str, list]:
 
 def test_eight_concurrent_seeded_clients_get_their_serial_replies(demo_model_path: Path) -> None:
     with rf_serve(demo_model_path) as server:
-        client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+        client = server.client(timeout=120)
         bodies = _requests()
         alone = [_streamed(client, body) for body in bodies]
         with ThreadPoolExecutor(8) as pool:
