@@ -152,12 +152,15 @@ def test_generated_requests_and_follow_ups_enter_the_training_batches(demo_model
         *(example("contrastive_benign", f"w5 kill a python process {i}", label="benign") for i in range(3)),
         example("benign_chat", "w14", "w15", label="benign"),
     ]
-    config = RecipeConfig(generated_repeat=2, followup_negatives=4, onpolicy_harmful=0)
+    config = RecipeConfig(generated_repeat=2, followup_negatives=4, harmful_followups=3, onpolicy_harmful=0)
     data = build_training_set(examples, tokenizer(), config, onpolicy_model=demo_model_no_rf_path, cache_dir=tmp_path)
     assert data.counts["everyday request + base answer (repeated)"] == 6
     assert data.counts["contrastive request + base answer (repeated)"] == 6
     assert data.counts["benign follow-up after a harmful turn refused"] == 4
     assert data.counts["harmful prompt (reply-start target only)"] == 2  # the twin is a harmful example
+    assert data.counts["harmful follow-up after a benign turn (reply-start target only)"] == 3
+    harmful_follow_ups = data.harmful[-3:]  # a benign exchange, then the harmful request
+    assert all(len(h.prompt) > max(len(s.prompt) for s in data.harmful[:2]) + 3 for h in harmful_follow_ups)
     follow_ups = data.benign[-4:]  # added last: a harmful exchange, then the follow-up
     single_turn = min(len(b.prompt) for b in data.benign[:-4])
     assert all(len(b.prompt) > single_turn + 3 and b.answer for b in follow_ups)

@@ -12,7 +12,9 @@ contrastive (edgy-but-benign) requests with the base's own answers on the benign
 the contrastive requests' harmful twins on the harmful side. Multi-turn negatives teach the
 model to judge the current turn: a harmful request, refused or answered by the base, then a
 benign follow-up whose reply is the benign side (the harmful turn's own <rf> target comes
-from its single-turn example).
+from its single-turn example); and the mirror image, an answered benign request, then a
+harmful follow-up whose <rf> targets are on the harmful side, so that a second turn is not
+taken for a benign one.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class RecipeConfig(BaseModel):
     """Times each everyday and contrastive benign request (with the base's answer) is listed."""
     followup_negatives: int = Field(200, ge=0)
     """Benign follow-ups after a harmful turn on the benign side (multi-turn negatives)."""
+    harmful_followups: int = Field(200, ge=0)
+    """Harmful requests after an answered benign turn on the harmful side (multi-turn positives)."""
     refusal: str = DEFAULT_REFUSAL
     """The refusal a halted turn leaves in the history (GuardedChat's default)."""
     seed: int = 0
@@ -181,6 +185,15 @@ def build_training_set(
         open_prompts, answers, answered_requests, config.followup_negatives, config.refusal, config.seed
     ):
         add(benign, [*history, {"role": "user", "content": follow_up.prompt}], request_answers[follow_up.id], name)
+    for history, follow_up in harmful_followup_conversations(
+        answered_requests, request_answers, open_prompts, config.harmful_followups, config.seed
+    ):
+        answer = answers.get(follow_up.id, "")
+        prompt = [*history, {"role": "user", "content": follow_up.prompt}]
+        if answer and not is_refusal(answer):
+            add(harmful, prompt, answer, "harmful follow-up after a benign turn + base answer", config.harmful_answer_tokens)
+        else:
+            add(harmful, prompt, "", "harmful follow-up after a benign turn (reply-start target only)", 0)
     return TrainingSet(harmful=harmful, benign=benign, counts=dict(counts))
 
 
@@ -208,4 +221,23 @@ def followup_conversations(
         history = [{"role": "user", "content": first.prompt}, {"role": "assistant", "content": answer if answered else refusal}]
         name = "benign follow-up after a harmful turn " + ("answered by the base" if answered else "refused")
         conversations.append((history, follow_ups[rng.randrange(len(follow_ups))], name))
+    return conversations
+
+
+def harmful_followup_conversations(
+    benign: Sequence[Example],
+    benign_answers: dict[str, str],
+    harmful: Sequence[Example],
+    count: int,
+    seed: int,
+) -> list[tuple[list[dict], Example]]:
+    """``count`` (history, harmful follow-up) pairs: a benign request with the base's answer, then a harmful request."""
+    if not benign or not harmful or not count:
+        return []
+    rng = random.Random(seed + 1)
+    conversations = []
+    for _ in range(count):
+        first = benign[rng.randrange(len(benign))]
+        history = [{"role": "user", "content": first.prompt}, {"role": "assistant", "content": benign_answers[first.id]}]
+        conversations.append((history, harmful[rng.randrange(len(harmful))]))
     return conversations
