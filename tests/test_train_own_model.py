@@ -24,7 +24,7 @@ from rfsdk import GuardedChat  # noqa: E402
 from rfsdk.convert.adapter import load_adapter  # noqa: E402
 from rfsdk.convert.hf import convert_hf  # noqa: E402
 from rfsdk.train.base import base_sha256  # noqa: E402
-from rfsdk.train.cli import main  # noqa: E402
+from rfsdk.cli.train import main  # noqa: E402
 
 RESERVED = "<|reserved_special_token_0|>"
 FIT = ["--steps", "2", "--batch-size", "2", "--max-len", "200", "--threads", "1"]
