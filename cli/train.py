@@ -221,19 +221,21 @@ def refit_row_command(adapter: Path, out: Path, base: str | None, examples: int,
 @click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--base", help="HF checkpoint folder, GGUF or cached repo id the adapter was trained on (default: the bundled SmolLM2-135M-Instruct, if it was trained on that).")
-def merge(adapter: Path, out: Path, base: str | None) -> None:
+@click.option("--max-shard-size", default="2GB", show_default=True, help="Largest safetensors shard written (transformers' max_shard_size).")
+def merge(adapter: Path, out: Path, base: str | None, max_shard_size: str) -> None:
     """Write folder OUT: the base as a full HF checkpoint with <rf> and ADAPTER's LoRA merged.
 
     The result converts with `rf-convert hf OUT model.gguf` (any --outtype, or llama.cpp's
     own tools); rf_config.json carries the adapter's threshold. An adapter trained with
-    --slot keeps the slot's id, and the saved tokenizer calls that token <rf>.
+    --slot keeps the slot's id, and the saved tokenizer calls that token <rf>. The weights are
+    saved in the base's own dtype (bfloat16 stays bfloat16; a GGUF base gives float32).
     """
     with user_errors():
         from rfsdk.train.merge_hf import merge_into_checkpoint
 
         path = _base_path(base)
         _check_trained_on(adapter, path, defaulted=base is None)
-        rf_id, slot = merge_into_checkpoint(adapter, path, out)
+        rf_id, slot = merge_into_checkpoint(adapter, path, out, max_shard_size=max_shard_size)
         renamed = f" (the slot {slot!r}, renamed)" if slot not in (None, "<rf>") else ""
         click.echo(f"{out}: merged checkpoint, <rf> is token {rf_id}{renamed}; convert it with: rf-convert hf {out} model.gguf")
 
