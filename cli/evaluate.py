@@ -59,10 +59,13 @@ def _classifier(name: str):  # noqa: ANN202 - a Classifier or None
     default=None,
     help="Whether a sampled <rf> below the threshold counts as a flag [default: as GuardedChat decides].",
 )
-@click.option("--threads", type=int, help="CPU threads for llama.cpp.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for llama.cpp (1 on a machine busy with other work).")
+@click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=0, show_default=True,
+              help="Layers llama.cpp offloads to the GPU in every measurement (-1: all).")
 def main(
     model: Path, base: str, out: Path | None, split: str, max_prompts: int | None, limit: int, samples: int, sample_tokens: int,
     utility_prompts: int, chats: int, followups: int, target_fpr: float, classifier: str, flag_sampled: bool | None, threads: int | None,
+    n_gpu_layers: int,
 ) -> None:
     """Evaluate MODEL (a GGUF with <rf>) through llama.cpp on the held-out split.
 
@@ -87,7 +90,7 @@ def main(
                         followups=followups)
         options = EvalOptions(
             target_fpr=target_fpr, attack_prompts=limit, samples=samples, sample_tokens=sample_tokens,
-            utility_prompts=utility_prompts, flag_sampled=flag_sampled, n_threads=threads,
+            utility_prompts=utility_prompts, flag_sampled=flag_sampled, n_threads=threads, n_gpu_layers=n_gpu_layers,
         )
         report = evaluate(model, base_path, data, options, classifier=_classifier(classifier), progress=stage_progress())
         folder = out or Path(f"rf-eval-{model.stem}")

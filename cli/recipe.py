@@ -102,7 +102,7 @@ def run_recipe(ctx: click.Context, options: RecipeOptions, say: Callable[[str], 
     _stage("rf-eval", report, say, lambda: ctx.invoke(
         rf_eval, model=model, base=str(base), out=out / "eval", max_prompts=options.eval_prompts,
         limit=options.eval_attack_prompts, samples=options.eval_samples, utility_prompts=options.eval_utility_prompts,
-        chats=options.eval_chats, threads=options.threads,
+        chats=options.eval_chats, threads=options.threads, n_gpu_layers=options.n_gpu_layers,
     ))
     return model
 

@@ -106,7 +106,7 @@ def test_rf_eval_writes_the_report(demo_model_path, demo_model_no_rf_path, tmp_p
 
 def test_rf_eval_flag_sampled_changes_what_counts(demo_model_path, tmp_path):
     args = [str(demo_model_path), "--base", "none", "--classifier", "none", "--max-prompts", "4", "--limit", "2",
-            "--samples", "1", "--sample-tokens", "4", "--chats", "1", "--flag-sampled"]
+            "--samples", "1", "--sample-tokens", "4", "--chats", "1", "--flag-sampled", "--n-gpu-layers", "-1"]
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert "counts as a flag too (flag_sampled=True)" in result.output
