@@ -164,7 +164,7 @@ def test_other_refusals(made: tuple[Path, Path], tmp_path: Path) -> None:
 def test_merged_checkpoint_converts_to_the_patched_model(made: tuple[Path, Path], tmp_path: Path) -> None:
     import json
 
-    from rfsdk.train.cli import main as train_main
+    from rfsdk.cli.train import main as train_main
 
     base, adapter = made
     half = _weighted(adapter, tmp_path / "half.safetensors", strength=0.5)
@@ -220,7 +220,7 @@ def _slot_adapter(folder: Path, case: str, slot: str) -> tuple[Path, Path, Path,
 @pytest.mark.parametrize("case", ["llama-tied-smollm", "qwen2-untied"])
 def test_a_slot_adapter_merges_with_its_slot_renamed(case: str, tmp_path: Path) -> None:
     """An adapter trained on a reserved token: the merged checkpoint calls that token <rf>, as rf-convert patch does."""
-    from rfsdk.train.cli import main as train_main
+    from rfsdk.cli.train import main as train_main
 
     hf, base, adapter, slot_id = _slot_adapter(tmp_path, case, RESERVED)
     folder = tmp_path / "merged-hf"
@@ -241,7 +241,7 @@ def test_a_slot_adapter_merges_with_its_slot_renamed(case: str, tmp_path: Path) 
 
 
 def test_a_slot_on_the_eos_token_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    from rfsdk.train.cli import main as train_main
+    from rfsdk.cli.train import main as train_main
     from rfsdk.train.rf_model import RfModel, RfTokenError
 
     hf, _, adapter, _ = _slot_adapter(tmp_path, "llama-tied-smollm", RESERVED)

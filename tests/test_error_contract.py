@@ -301,3 +301,36 @@ RF_CONVERT_ARGS = [
 def test_rf_convert_bad_input(args, demo_model_path, tmp_path):
     args = [a.format(demo=demo_model_path, tmp=tmp_path) for a in args]
     _one_line_error(CliRunner().invoke(rf_convert, args))
+
+
+RF_TRAIN_ARGS = [
+    ["fit", "--base", "/nonexistent/model.gguf", "--out", "{tmp}/run"],
+    ["fit", "--base", "{demo}", "--out", "{demo}"],
+    ["recipe", "--base", "/nonexistent/model", "--out", "{tmp}/run"],
+    ["tune", "README.md", "{tmp}/tuned.safetensors", "--base", "{demo}"],
+    ["refit-row", "README.md", "{tmp}/refit.safetensors", "--base", "{demo}"],
+    ["merge", "README.md", "{tmp}/merged", "--base", "{demo}"],
+    ["shrink", "README.md", "{tmp}/small.safetensors"],
+    ["shrink", "/nonexistent/adapter.safetensors", "{tmp}/small.safetensors"],
+    ["text-classifier", "--target-fpr", "2"],
+]
+RF_EVAL_ARGS = [
+    ["/nonexistent/model.gguf"],
+    ["{demo}", "--base", "/nonexistent/base.gguf"],
+    ["{demo}", "--split", "train"],
+]
+
+
+@pytest.mark.parametrize("args", RF_TRAIN_ARGS, ids=lambda args: " ".join(args))
+def test_rf_train_bad_input(args, demo_model_path, tmp_path):
+    from rfsdk.cli.train import main as rf_train
+
+    args = [a.format(demo=demo_model_path, tmp=tmp_path) for a in args]
+    _one_line_error(CliRunner().invoke(rf_train, args))
+
+
+@pytest.mark.parametrize("args", RF_EVAL_ARGS, ids=lambda args: " ".join(args))
+def test_rf_eval_bad_input(args, demo_model_path):
+    from rfsdk.cli.evaluate import main as rf_eval
+
+    _one_line_error(CliRunner().invoke(rf_eval, [a.format(demo=demo_model_path) for a in args]))

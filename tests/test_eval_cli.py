@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from rfsdk.evaluation.cli import main
+from rfsdk.cli.evaluate import main
 from rfsdk.evaluation.evalset import eval_set
 from rfsdk.train.data import load_dataset
 
@@ -106,7 +106,7 @@ def test_rf_eval_writes_the_report(demo_model_path, demo_model_no_rf_path, tmp_p
 
 def test_rf_eval_flag_sampled_changes_what_counts(demo_model_path, tmp_path):
     args = [str(demo_model_path), "--base", "none", "--classifier", "none", "--max-prompts", "4", "--limit", "2",
-            "--samples", "1", "--sample-tokens", "4", "--chats", "1", "--flag-sampled"]
+            "--samples", "1", "--sample-tokens", "4", "--chats", "1", "--flag-sampled", "--n-gpu-layers", "-1"]
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert "counts as a flag too (flag_sampled=True)" in result.output
@@ -124,3 +124,24 @@ def test_rf_eval_rejects_a_non_gguf_model(tmp_path):
     result = CliRunner().invoke(main, [str(bogus), "--base", "none", "--classifier", "none", "--max-prompts", "1"])
     assert result.exit_code == 1
     assert "Error:" in result.output and "Traceback" not in result.output
+
+
+def test_rf_eval_refuses_the_default_base_for_a_model_not_made_from_it(demo_model_path):
+    result = CliRunner().invoke(main, [str(demo_model_path), "--classifier", "none"])
+    assert result.exit_code == 1
+    assert "was not made from the bundled SmolLM2-135M-Instruct, rf-eval's default base" in result.output
+    assert "pass --base BASE.gguf" in result.output and "Traceback" not in result.output
+
+
+def test_rf_eval_refuses_a_base_the_model_was_not_made_from(demo_model_path):
+    from rfsdk.model_source import default_base_model_path
+
+    result = CliRunner().invoke(main, [str(demo_model_path), "--base", str(default_base_model_path())])
+    assert result.exit_code == 1
+    assert "is not the model" in result.output and "their shapes differ" in result.output
+
+
+def test_the_base_check_accepts_the_model_a_rf_model_was_made_from(demo_model_path, demo_model_no_rf_path):
+    from rfsdk.evaluation.base_check import base_mismatch
+
+    assert base_mismatch(demo_model_path, demo_model_no_rf_path) is None

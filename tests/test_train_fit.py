@@ -13,7 +13,7 @@ from rfsdk.demo_model import build_demo_model
 from pydantic import ValidationError
 from rfsdk.convert.adapter import LoraPair, file_sha256, load_adapter, save_adapter
 from rfsdk.train.card import write_model_card
-from rfsdk.train.cli import main
+from rfsdk.cli.train import main
 from rfsdk.train.strength_profiles import PROFILES, StrengthProfile
 from rfsdk.train.tune import Tuning, best_profile
 

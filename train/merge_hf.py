@@ -17,13 +17,15 @@ from .tokenizer_files import rename_special_token, special_role
 _PEFT_PREFIX = "base_model.model."
 
 
-def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> tuple[int, str | None]:
+def merge_into_checkpoint(adapter: Path, base: Path, out: Path, *, max_shard_size: str = "2GB") -> tuple[int, str | None]:
     """Write folder ``out``: ``base`` plus ``<rf>`` as a special token and the merged LoRA.
 
     The LoRA is added at the adapter's scale (its ``lora_strength`` and per-pair weights included); the <rf>
     row(s) come from the adapter; ``rf_config.json`` records its threshold. Returns the
     id of <rf> and the adapter's slot. ``base`` is a checkpoint folder or a GGUF (dequantized to float32). An
     adapter trained on a ``slot`` keeps that token's id, renamed to <rf> as ``rf-convert patch`` does.
+    The weights are merged in float32 and saved in the base's own dtype (a bfloat16 checkpoint stays
+    bfloat16), as safetensors shards of at most ``max_shard_size``.
     """
     if out.exists() and any(out.iterdir()):
         raise ConversionError(f"{out} exists and is not empty; pick a new folder so nothing there is overwritten.")
@@ -45,7 +47,7 @@ def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> tuple[int, st
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # out appears only when complete
     try:
-        model.save_pretrained(partial)
+        model.save_pretrained(partial, max_shard_size=max_shard_size)
         tokenizer.save_pretrained(partial)
         if slot is not None:
             rename_special_token(partial, slot, RF_TEXT, rf_id)
@@ -59,8 +61,21 @@ def merge_into_checkpoint(adapter: Path, base: Path, out: Path) -> tuple[int, st
     return rf_id, slot
 
 
+def stored_dtype(base: Path) -> str:
+    """The dtype ``base`` keeps its weights in: its config's for a checkpoint folder, float32 for a (dequantized) GGUF."""
+    config = base / "config.json"
+    if base.is_dir() and config.is_file():
+        settings = json.loads(config.read_text(encoding="utf-8"))
+        name = settings.get("dtype") or settings.get("torch_dtype")
+        if name in ("bfloat16", "float16"):
+            return name
+    return "float32"
+
+
 def merged_model(rf: Adapter, base: Path):
-    """(model, tokenizer, <rf> id): ``base`` in float32 with the adapter ``rf`` merged, as ``merge_into_checkpoint`` saves it.
+    """(model, tokenizer, <rf> id): ``base`` with the adapter ``rf`` merged, as ``merge_into_checkpoint`` saves it.
+
+    Merged in float32, then cast to the base's :func:`stored_dtype`.
 
     The <rf> token is added, or with an adapter trained on a ``slot`` that existing token takes its rows.
     """
@@ -106,6 +121,7 @@ def merged_model(rf: Adapter, base: Path):
                     f"LoRA shape mismatch at {name}: B @ A is {list(delta.shape)} but the weight is {list(weight.shape)}."
                 )
             weight += delta.to(weight.dtype)
+    model.to(getattr(torch, stored_dtype(base)))
     model.hf_quantizer = None  # a GGUF base was dequantized on load: plain float weights now
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

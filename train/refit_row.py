@@ -37,6 +37,7 @@ from rfsdk.model_source import cache_dir
 from .base import check_trained_on
 from .calibrate import Calibration, calibrate
 from .data_schema import Example
+from .llama_settings import llama_settings
 from .loop import TokenizedExample
 from .prompt_sets import PromptSet
 from .recipe import RecipeConfig, build_training_set
@@ -111,11 +112,14 @@ def reply_features(model, examples: Sequence[TokenizedExample], rf_id: int, row:
 
 def onpolicy_replies(model: Path, prompts: Sequence[list[int]], *, max_tokens: int, seed: int,
                      n_threads: int | None, progress: Progress | None = None) -> list[TokenizedExample]:
-    """The model's own replies to ``prompts`` (token ids), <rf> never sampled; every second one greedy, the rest at 0.8."""
+    """The model's own replies to ``prompts`` (token ids), <rf> never sampled; every second one greedy, the rest at 0.8.
+
+    GPU offload follows the :func:`~rfsdk.train.llama_settings.llama_settings` in force.
+    """
     import llama_cpp
 
     llm = llama_cpp.Llama(str(model), n_ctx=max(len(p) for p in prompts) + max_tokens + 1, n_threads=n_threads,
-                          seed=seed, verbose=False)
+                          n_gpu_layers=llama_settings().n_gpu_layers, seed=seed, verbose=False)
     rf_id = int(llm.metadata[RF_TOKEN])
 
     def without_rf(_ids, logits):

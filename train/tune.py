@@ -28,6 +28,7 @@ from rfsdk.evaluation.utility import AnswerKL
 
 from .base import check_trained_on
 from .calibrate import Calibration, calibrate
+from .llama_settings import llama_settings
 from .prompt_sets import PromptSet
 from .strength_profiles import PROFILES, StrengthProfile
 
@@ -142,7 +143,8 @@ def tune_strength(
     # Next to OUT, not in the system temp (often in memory): the kept base side is about
     # 200 KB per answer token (1.6 GB for the default 60 validation pairs).
     with tempfile.TemporaryDirectory(prefix=".rf-tune-", dir=out.resolve().parent) as folder:
-        measure_kl = AnswerKL(base, answer_pairs, keep_base_in=Path(folder), n_threads=n_threads)
+        measure_kl = AnswerKL(base, answer_pairs, keep_base_in=Path(folder), n_threads=n_threads,
+                              n_gpu_layers=llama_settings().n_gpu_layers)
 
         def assembled(profile: StrengthProfile, strength: float) -> Path:
             staged = Path(folder) / "adapter.safetensors"

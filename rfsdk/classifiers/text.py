@@ -1,7 +1,7 @@
 """A fast text classifier: logistic regression over hashed n-gram features, numpy only.
 
 The shipped weights (``rfsdk/classifiers/data/text_classifier.npz``, ~0.2 MB) were
-trained on the rfsdk dataset's train split by ``python -m rfsdk.classifiers.text_train``;
+trained on the rfsdk dataset's train split by ``rf-train text-classifier``;
 the threshold was chosen on the validation split. A prompt judged alone (reply "") has
 no reply features, so its logit gets its own offset, chosen so that the one threshold
 meets the same validation false-positive rate on prompts alone. It judges a few thousand
@@ -71,7 +71,7 @@ class TextClassifier(Classifier):
             if info.get("feature_format") != text_features.FORMAT:
                 raise ConfigError(
                     f"{path} was trained on feature format {info.get('feature_format')}, but this rfsdk "
-                    f"computes format {text_features.FORMAT}; retrain with python -m rfsdk.classifiers.text_train"
+                    f"computes format {text_features.FORMAT}; retrain with rf-train text-classifier"
                 )
             weights = data["weights"].astype(np.float32) * float(data["scale"])
             bias = float(data["bias"])

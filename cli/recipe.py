@@ -65,10 +65,10 @@ class RecipeOptions(BaseModel):
 
 def run_recipe(ctx: click.Context, options: RecipeOptions, say: Callable[[str], None]) -> Path:
     """Run every stage not done yet; returns ``OUT/model.gguf``."""
-    from rfsdk.evaluation.cli import main as rf_eval
+    from . import train as rf_train
+    from .evaluate import main as rf_eval
 
-    from . import cli
-    from .data import load_dataset
+    from rfsdk.train.data import load_dataset
 
     out = options.out
     _check_same_source(options)
@@ -83,33 +83,33 @@ def run_recipe(ctx: click.Context, options: RecipeOptions, say: Callable[[str], 
     else:
         say(f"fit: training <rf> into {base} -> {fit_dir}")
         ctx.invoke(
-            cli.fit, base=str(base), out=fit_dir, steps=options.steps, batch_size=options.batch_size, max_len=options.max_len,
+            rf_train.fit, base=str(base), out=fit_dir, steps=options.steps, batch_size=options.batch_size, max_len=options.max_len,
             onpolicy=options.onpolicy, slot=options.slot, dtype=options.dtype, gradient_checkpointing=options.gradient_checkpointing,
             device=options.device, seed=options.seed, **knobs,
         )
     tuned, refit, adapter, model = out / "tuned.safetensors", out / "refit.safetensors", out / "adapter.safetensors", out / "model.gguf"
     _stage("tune", tuned, say, lambda: ctx.invoke(
-        cli.tune, adapter=fit_dir / "adapter.safetensors", out=tuned, base=str(base), max_kl=options.max_kl,
+        rf_train.tune, adapter=fit_dir / "adapter.safetensors", out=tuned, base=str(base), max_kl=options.max_kl,
         pairs=options.tune_pairs, steps=options.tune_steps, profiles=options.profiles, **knobs,
     ))
     _stage("refit-row", refit, say, lambda: ctx.invoke(
-        cli.refit_row_command, adapter=tuned, out=refit, base=str(base), examples=options.refit_examples,
+        rf_train.refit_row_command, adapter=tuned, out=refit, base=str(base), examples=options.refit_examples,
         onpolicy_benign=options.refit_onpolicy_benign, onpolicy=options.onpolicy, max_len=options.max_len, seed=options.seed, **knobs,
     ))
-    _stage("shrink", adapter, say, lambda: ctx.invoke(cli.shrink, adapter=refit, out=adapter))
+    _stage("shrink", adapter, say, lambda: ctx.invoke(rf_train.shrink, adapter=refit, out=adapter))
     _stage("export", model, say, lambda: _export(base, adapter, model, out))
     report = out / "eval" / "report.json"
     _stage("rf-eval", report, say, lambda: ctx.invoke(
         rf_eval, model=model, base=str(base), out=out / "eval", max_prompts=options.eval_prompts,
         limit=options.eval_attack_prompts, samples=options.eval_samples, utility_prompts=options.eval_utility_prompts,
-        chats=options.eval_chats, threads=options.threads,
+        chats=options.eval_chats, threads=options.threads, n_gpu_layers=options.n_gpu_layers,
     ))
     return model
 
 
 def _check_same_source(options: RecipeOptions) -> None:
     """Refuse an OUT that holds a recipe run of another base; record the base in a new one."""
-    from .base import BaseMismatchError, base_sha256
+    from rfsdk.train.base import BaseMismatchError, base_sha256
 
     record = options.out / RECORD_FILE
     source_sha = base_sha256(options.base)
@@ -157,7 +157,7 @@ def _export(base: Path, adapter: Path, model: Path, out: Path) -> None:
     """``model.gguf`` and the model card of everything that ran."""
     from rfsdk.convert.patch import patch_gguf
 
-    from .card import write_model_card
+    from rfsdk.train.card import write_model_card
 
     patch_gguf(base, adapter, model)
     fit = json.loads((out / "fit" / "fit.json").read_text(encoding="utf-8"))

@@ -1,28 +1,23 @@
-"""The ``rf-eval`` command: every measurement of a <rf> model on the held-out split."""
+"""The ``rf-eval`` command: every measurement of a <rf> model on the held-out split (:mod:`rfsdk.evaluation`)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from ..errors import RfsdkError
-from ..model_source import default_base_model_path
-from .run import EvalOptions, evaluate
+from rfsdk.model_source import default_base_model_path
+from rfsdk.evaluation.base_check import check_base
+from rfsdk.evaluation.run import EvalOptions, evaluate
 
-
-def _progress(stage: str, done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        click.echo(f"\r{stage}: {done}/{total}" + ("\n" if done >= total else ""), nl=False, err=True)
-    elif done == 0 or done >= total:
-        click.echo(f"{stage}: {done}/{total}", err=True)
+from .errors import user_errors
+from .progress import stage_progress
 
 
 def _classifier(name: str):  # noqa: ANN202 - a Classifier or None
     if name == "none":
         return None
-    from ..classifiers import TextClassifier
+    from rfsdk.classifiers import TextClassifier
 
     try:
         return TextClassifier.load()
@@ -37,7 +32,8 @@ def _classifier(name: str):  # noqa: ANN202 - a Classifier or None
     default="default",
     show_default=True,
     help="The model before <rf> training (GGUF), for utility and the base refusal rate: a path, "
-    "'default' (the bundled SmolLM2-135M-Instruct) or 'none'.",
+    "'default' (the bundled SmolLM2-135M-Instruct) or 'none'. Refused unless MODEL was made from it "
+    "(same shape, same vocabulary but <rf>).",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder [default: rf-eval-MODEL].")
 @click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True)
@@ -63,10 +59,13 @@ def _classifier(name: str):  # noqa: ANN202 - a Classifier or None
     default=None,
     help="Whether a sampled <rf> below the threshold counts as a flag [default: as GuardedChat decides].",
 )
-@click.option("--threads", type=int, help="CPU threads for llama.cpp.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for llama.cpp (1 on a machine busy with other work).")
+@click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=0, show_default=True,
+              help="Layers llama.cpp offloads to the GPU in every measurement (-1: all).")
 def main(
     model: Path, base: str, out: Path | None, split: str, max_prompts: int | None, limit: int, samples: int, sample_tokens: int,
     utility_prompts: int, chats: int, followups: int, target_fpr: float, classifier: str, flag_sampled: bool | None, threads: int | None,
+    n_gpu_layers: int,
 ) -> None:
     """Evaluate MODEL (a GGUF with <rf>) through llama.cpp on the held-out split.
 
@@ -75,26 +74,26 @@ def main(
     classifier baseline. Writes OUT/report.json, OUT/report.md, OUT/roc.png and OUT/pr.png.
     The data comes from the dataset packages (`make test` installs them; see `rf-train data`).
     """
-    try:
-        from ..train.data import load_dataset
-        from .evalset import eval_set
+    with user_errors():
+        from rfsdk.train.data import load_dataset
+        from rfsdk.evaluation.evalset import eval_set
 
         base_path = None if base == "none" else default_base_model_path() if base == "default" else Path(base)
         if base_path is not None and not base_path.is_file():
             raise click.BadParameter(f"{base_path} is not a file; give a GGUF path, 'default' or 'none'", param_hint="--base")
+        if base_path is not None:
+            check_base(model, base_path, defaulted=base == "default")
         dataset = load_dataset()
-        examples = dataset.split(split, evaluation=True)  # type: ignore[arg-type]
+        examples = dataset.split(split, evaluation=True)
         train_prompts = dataset.prompts("train")
         data = eval_set(split, examples, chats=chats, max_prompts=max_prompts, train_prompts=train_prompts,
                         followups=followups)
         options = EvalOptions(
             target_fpr=target_fpr, attack_prompts=limit, samples=samples, sample_tokens=sample_tokens,
-            utility_prompts=utility_prompts, flag_sampled=flag_sampled, n_threads=threads,
+            utility_prompts=utility_prompts, flag_sampled=flag_sampled, n_threads=threads, n_gpu_layers=n_gpu_layers,
         )
-        report = evaluate(model, base_path, data, options, classifier=_classifier(classifier), progress=_progress)
-    except RfsdkError as error:
-        raise click.ClickException(str(error)) from None
-    folder = out or Path(f"rf-eval-{model.stem}")
-    for path in report.write(folder):
-        click.echo(f"wrote {path}", err=True)
+        report = evaluate(model, base_path, data, options, classifier=_classifier(classifier), progress=stage_progress())
+        folder = out or Path(f"rf-eval-{model.stem}")
+        for path in report.write(folder):
+            click.echo(f"wrote {path}", err=True)
     click.echo(report.to_markdown())

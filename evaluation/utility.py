@@ -89,8 +89,10 @@ class AnswerKL:
         keep_base_in: Path | None = None,
         n_ctx: int = 2048,
         n_threads: int | None = None,
+        n_gpu_layers: int = 0,
     ) -> None:
         self._base_path = base_path
+        self._n_gpu_layers = n_gpu_layers
         self._pairs = list(pairs)
         self._folder = keep_base_in
         self._n_ctx = n_ctx
@@ -100,7 +102,8 @@ class AnswerKL:
 
     def _llama(self, path: Path, **llama_kwargs: Any) -> llama_cpp.Llama:
         return llama_cpp.Llama(
-            str(path), n_ctx=self._n_ctx, logits_all=True, verbose=False, n_threads=self._n_threads, **llama_kwargs
+            str(path), n_ctx=self._n_ctx, logits_all=True, verbose=False, n_threads=self._n_threads,
+            n_gpu_layers=self._n_gpu_layers, **llama_kwargs
         )
 
     def _tokenize(self, scorer: llama_cpp.Llama) -> list[tuple[list[int], list[int]]]:
@@ -177,18 +180,21 @@ def utility(
     *,
     opening_tokens: int = 64,
     n_threads: int | None = None,
+    n_gpu_layers: int = 0,
 ) -> Utility:
     """KL and top-1 agreement on ``pairs`` and identical greedy openings of ``prompts``, with the rounding reference."""
-    answers = AnswerKL(base_path, pairs, n_threads=n_threads)
+    answers = AnswerKL(base_path, pairs, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
     guarded_answers = answers.compare(guarded_path)
     rounding_answers = answers.compare(base_path, **_F32_CACHE)
     greedy = SamplingConfig(temperature=0.0, max_tokens=opening_tokens)
 
     def base_chat(**llama_kwargs: Any) -> GuardedChat:
-        return GuardedChat(base_path, allow_unguarded=True, sampling=greedy, n_threads=n_threads, llama_kwargs=llama_kwargs)
+        return GuardedChat(base_path, allow_unguarded=True, sampling=greedy, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
+                           llama_kwargs=llama_kwargs)
 
     base = _greedy_openings(base_chat(), prompts)
-    guarded = GuardedChat(guarded_path, policy="continue", threshold=1.0, sampling=greedy, n_threads=n_threads)
+    guarded = GuardedChat(guarded_path, policy="continue", threshold=1.0, sampling=greedy, n_threads=n_threads,
+                          n_gpu_layers=n_gpu_layers)
     return Utility(
         kl_nats_per_token=guarded_answers.kl_nats_per_token,
         answer_tokens=guarded_answers.answer_tokens,

@@ -71,6 +71,8 @@ class EvalOptions(BaseModel):
     utility_prompts: int = 60
     flag_sampled: bool | None = None
     n_threads: int | None = None
+    n_gpu_layers: int = 0
+    """Layers llama.cpp offloads to the GPU in every measurement (-1: all)."""
 
 
 def _classifier_rows(
@@ -104,7 +106,8 @@ def evaluate(
         return lambda done: progress(label, done, total)
 
     notes: list[str] = []
-    guard = {"policy": "halt", "flag_sampled": options.flag_sampled, "n_threads": options.n_threads}
+    runtime = {"n_threads": options.n_threads, "n_gpu_layers": options.n_gpu_layers}
+    guard = {"policy": "halt", "flag_sampled": options.flag_sampled, **runtime}
     chat = GuardedChat(model, **guard, sampling=SamplingConfig(seed=0))
     notes.append(
         "a sampled <rf> below the threshold "
@@ -161,13 +164,13 @@ def evaluate(
         ))
     result_utility = None
     if base is not None:
-        base_chat = GuardedChat(base, allow_unguarded=True, n_threads=options.n_threads, sampling=SamplingConfig(seed=0))
+        base_chat = GuardedChat(base, allow_unguarded=True, **runtime, sampling=SamplingConfig(seed=0))
         refusal = refusal_rate(base_chat, attack_prompts, progress=stage("base model refusal rate", len(attack_prompts)))
         attacks.append(refusal.model_copy(update={"name": "base model refusal rate (harmful prompts)"}))
         progress("utility (KL and greedy openings)", 0, 1)
         result_utility = utility(
             base, model, data.benign_pairs[: options.utility_prompts], data.benign[: options.utility_prompts],
-            n_threads=options.n_threads,
+            n_threads=options.n_threads, n_gpu_layers=options.n_gpu_layers,
         )
     else:
         notes.append("no --base given: utility and the base refusal rate were not measured")

@@ -1,28 +1,26 @@
-"""Train the text classifier on the rfsdk dataset and write its weights.
+"""Train the text classifier (:class:`rfsdk.classifiers.TextClassifier`) on the rfsdk dataset.
 
-``python -m rfsdk.classifiers.text_train [--out PATH]`` fits on the train split, picks
-the threshold on the validation split (the lowest one with a false-positive rate at
-most ``--target-fpr`` on conversations) and the logit offset of prompts judged alone
-(the same false-positive rate on validation prompts at that threshold), reports
-validation and test figures, and writes the weights (by default over the shipped file).
-It needs the dataset (``rfsdk.train.data``) but only numpy to fit (about 4 minutes on
-2 CPU cores).
+:func:`train` fits on the train split, picks the threshold on the validation split (the
+lowest one with a false-positive rate at most ``target_fpr`` on conversations) and the logit
+offset of prompts judged alone (the same false-positive rate on validation prompts at that
+threshold), and measures validation and test figures. ``rf-train text-classifier`` runs it and
+writes the weights (by default over the shipped file). It needs the dataset but only numpy to
+fit (about 4 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..calibration import DetectionMetrics, detection_metrics, threshold_for_fpr
-from . import text_features
-from .base import Pair
-from .text import TextClassifier, default_weights_path
+from rfsdk.calibration import DetectionMetrics, detection_metrics, threshold_for_fpr
+from rfsdk.classifiers import text_features
+from rfsdk.classifiers.base import Pair
+from rfsdk.classifiers.text import TextClassifier
+
+from .data import load_dataset
 
 HARMFUL_PROMPT_KINDS = frozenset({"harmful_prompt", "harmful_answer", "refused_answer"})
 """Dataset kinds whose prompt is a harmful request (a refused answer makes the pair benign)."""
@@ -110,8 +108,6 @@ def split_figures(classifier: TextClassifier, examples: Sequence, split: str) ->
 
 def train(*, target_fpr: float = 0.05, steps: int = 300) -> tuple[TextClassifier, list[SplitFigures]]:
     """Fit on train, choose the threshold on validation, measure validation and test."""
-    from rfsdk.train.data import load_dataset
-
     dataset = load_dataset()
     train_examples = dataset.split("train")
     validation = dataset.split("validation")
@@ -152,7 +148,8 @@ def _quantised(weights: np.ndarray) -> np.ndarray:
     return (np.clip(np.round(weights / scale), -127, 127) * scale).astype(np.float32)
 
 
-def _table(figures: list[SplitFigures]) -> str:
+def figures_table(figures: list[SplitFigures]) -> str:
+    """The figures as a Markdown table, one row per split and set."""
     lines = [
         "| split | set | threshold | TPR | FPR | ROC-AUC | harmful | benign |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -165,21 +162,3 @@ def _table(figures: list[SplitFigures]) -> str:
                 f"| {m.n_harmful} | {m.n_benign} |"
             )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: train, print the figures, write the weights."""
-    parser = argparse.ArgumentParser(prog="python -m rfsdk.classifiers.text_train", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=default_weights_path(), help="weights file to write")
-    parser.add_argument("--target-fpr", type=float, default=0.05, help="validation FPR the threshold must meet")
-    parser.add_argument("--steps", type=int, default=300, help="optimiser steps")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    classifier, figures = train(target_fpr=args.target_fpr, steps=args.steps)
-    path = classifier.save(args.out)
-    print(_table(figures))
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) in {time.perf_counter() - start:.0f} s")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,34 +1,33 @@
-"""The ``rf-train`` command line: build the data, train <rf>, export, calibrate, write a model card."""
+"""The ``rf-train`` command: build the data, train <rf>, tune, re-fit the row, export, calibrate, merge.
+
+Each command is a thin layer over a function of :mod:`rfsdk.train`; errors go through
+:func:`rfsdk.cli.errors.user_errors` and progress through :func:`rfsdk.cli.progress.stage_progress`.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import click
 
 from rfsdk.convert.writer import check_out_path
-from rfsdk.errors import ConversionError, RfsdkError
+from rfsdk.errors import ConversionError
 from rfsdk.model_source import default_base_model_path
 
-from .data import DEFAULT_SHAREGPT_LIMIT, load_dataset, summary
-from .llama_settings import LlamaSettings, using_llama_settings
-from .strength_profiles import PROFILES
+from rfsdk.train.data import DEFAULT_SHAREGPT_LIMIT, load_dataset, summary
+from rfsdk.train.llama_settings import LlamaSettings, using_llama_settings
+from rfsdk.train.strength_profiles import PROFILES
+
+from .errors import user_errors
+from .progress import stage_progress
 
 ADAPTER_FILE = "adapter.safetensors"
 MODEL_FILE = "model.gguf"
 LOG_FILE = "train_log.jsonl"
 CALIBRATION_FILE = "calibration.json"
 CARD_FILE = "MODEL_CARD.md"
-
-
-def _progress(label: str, done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        click.echo(f"\r{label}: {done}/{total}" + ("\n" if done >= total else ""), nl=False, err=True)
-    elif done >= total or done % max(total // 10, 1) == 0:
-        click.echo(f"{label}: {done}/{total}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,7 +41,7 @@ def main() -> None:
 @click.option("--sharegpt-limit", type=int, default=DEFAULT_SHAREGPT_LIMIT, show_default=True)
 def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
     """Build (or load) the dataset from the installed data packages."""
-    with _user_errors():
+    with user_errors():
         dataset = load_dataset(sharegpt_limit=sharegpt_limit or None, rebuild=rebuild)
         if show:
             click.echo(summary(dataset))
@@ -93,11 +92,11 @@ def fit(base: str | None, out: Path, steps: int, batch_size: int, lr: float, rf_
     it again with the same OUT resumes from the last checkpoint. Runs unchanged under
     `accelerate launch` or `torchrun` in several processes (each trains its share of a batch).
     """
-    with _user_errors():
-        from .adversarial import AdversarialConfig
-        from .loss import LossWeights
-        from .base import resolve_base
-        from .run import FitOptions, fit_model
+    with user_errors():
+        from rfsdk.train.adversarial import AdversarialConfig
+        from rfsdk.train.loss import LossWeights
+        from rfsdk.train.base import resolve_base
+        from rfsdk.train.run import FitOptions, fit_model
 
         options = FitOptions(
             base=default_base_model_path() if base is None else resolve_base(base), out=out, steps=steps, batch_size=batch_size, lr=lr, rf_lr=rf_lr,
@@ -110,7 +109,7 @@ def fit(base: str | None, out: Path, steps: int, batch_size: int, lr: float, rf_
             threads=threads, n_gpu_layers=n_gpu_layers, seed=seed, init_adapter=init_adapter,
         )
         started = time.monotonic()
-        result = fit_model(options, progress=_progress, log=lambda line: click.echo(line, err=True))
+        result = fit_model(options, progress=stage_progress(), log=lambda line: click.echo(line, err=True))
         if result is not None:  # the main process (the only one under accelerate launch / torchrun)
             click.echo(json.dumps(result, indent=1))
             click.echo(f"done in {(time.monotonic() - started) / 60:.1f} min; files in {out}", err=True)
@@ -138,11 +137,11 @@ def tune(adapter: Path, out: Path, base: str | None, max_kl: float, target_fpr: 
     Keeps the profile with the highest validation TPR. Writes OUT and OUT's .tune.json;
     ADAPTER is left as it is.
     """
-    with _user_errors(), using_llama_settings(LlamaSettings(n_threads=threads, n_gpu_layers=n_gpu_layers)):
+    with user_errors(), using_llama_settings(LlamaSettings(n_threads=threads, n_gpu_layers=n_gpu_layers)):
         from rfsdk.evaluation.evalset import benign_answer_pairs
 
-        from .prompt_sets import prompt_set
-        from .tune import tune_strength
+        from rfsdk.train.prompt_sets import prompt_set
+        from rfsdk.train.tune import tune_strength
 
         gguf = _base_path(base, "rf-train tune")
         _check_out(adapter, out, force=force, base=gguf)
@@ -154,7 +153,7 @@ def tune(adapter: Path, out: Path, base: str | None, max_kl: float, target_fpr: 
             answer_pairs=benign_answer_pairs(examples)[:pairs],
             prompts=prompt_set(examples, train_prompts=dataset.prompts("train")),
             max_kl=max_kl, target_fpr=target_fpr, profiles=[PROFILES[name] for name in dict.fromkeys(profiles)],
-            steps=steps, n_threads=threads, progress=_progress,
+            steps=steps, n_threads=threads, progress=stage_progress(),
         )
         for p in tuning.profiles:
             for t in p.tried:
@@ -191,12 +190,12 @@ def refit_row_command(adapter: Path, out: Path, base: str | None, examples: int,
     on the validation split. The LoRA stays as it is. Writes OUT and OUT's .refit.json;
     ADAPTER is left as it is.
     """
-    with _user_errors(), using_llama_settings(LlamaSettings(n_threads=threads, n_gpu_layers=n_gpu_layers)):
+    with user_errors(), using_llama_settings(LlamaSettings(n_threads=threads, n_gpu_layers=n_gpu_layers)):
         import torch
 
-        from .prompt_sets import prompt_set
-        from .recipe import RecipeConfig
-        from .refit_row import refit_row
+        from rfsdk.train.prompt_sets import prompt_set
+        from rfsdk.train.recipe import RecipeConfig
+        from rfsdk.train.refit_row import refit_row
 
         gguf = _base_path(base, "rf-train refit-row")
         _check_out(adapter, out, force=force, base=gguf)
@@ -209,7 +208,7 @@ def refit_row_command(adapter: Path, out: Path, base: str | None, examples: int,
             train_examples=dataset.split("train"), recipe=RecipeConfig(max_len=max_len, onpolicy_harmful=onpolicy, seed=seed),
             prompts=prompt_set(dataset.split("validation"), seed=seed, train_prompts=dataset.prompts("train")),
             examples=examples, onpolicy=onpolicy_benign, pull=pull, target_fpr=target_fpr, seed=seed, n_threads=threads,
-            progress=_progress,
+            progress=stage_progress(),
         )
         v = result.calibration.validation
         click.echo(
@@ -222,19 +221,21 @@ def refit_row_command(adapter: Path, out: Path, base: str | None, examples: int,
 @click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--base", help="HF checkpoint folder, GGUF or cached repo id the adapter was trained on (default: the bundled SmolLM2-135M-Instruct, if it was trained on that).")
-def merge(adapter: Path, out: Path, base: str | None) -> None:
+@click.option("--max-shard-size", default="2GB", show_default=True, help="Largest safetensors shard written (transformers' max_shard_size).")
+def merge(adapter: Path, out: Path, base: str | None, max_shard_size: str) -> None:
     """Write folder OUT: the base as a full HF checkpoint with <rf> and ADAPTER's LoRA merged.
 
     The result converts with `rf-convert hf OUT model.gguf` (any --outtype, or llama.cpp's
     own tools); rf_config.json carries the adapter's threshold. An adapter trained with
-    --slot keeps the slot's id, and the saved tokenizer calls that token <rf>.
+    --slot keeps the slot's id, and the saved tokenizer calls that token <rf>. The weights are
+    saved in the base's own dtype (bfloat16 stays bfloat16; a GGUF base gives float32).
     """
-    with _user_errors():
-        from .merge_hf import merge_into_checkpoint
+    with user_errors():
+        from rfsdk.train.merge_hf import merge_into_checkpoint
 
         path = _base_path(base)
         _check_trained_on(adapter, path, defaulted=base is None)
-        rf_id, slot = merge_into_checkpoint(adapter, path, out)
+        rf_id, slot = merge_into_checkpoint(adapter, path, out, max_shard_size=max_shard_size)
         renamed = f" (the slot {slot!r}, renamed)" if slot not in (None, "<rf>") else ""
         click.echo(f"{out}: merged checkpoint, <rf> is token {rf_id}{renamed}; convert it with: rf-convert hf {out} model.gguf")
 
@@ -249,7 +250,7 @@ def shrink(adapter: Path, out: Path, force: bool) -> None:
 
     from rfsdk.convert.adapter import file_sha256, load_adapter, save_adapter
 
-    with _user_errors():
+    with user_errors():
         _check_out(adapter, out, force=force)
         rf = load_adapter(adapter)
         save_adapter(out, rf.metadata, rf.embedding, rf.output, rf.loras, lora_dtype=np.float16)
@@ -290,9 +291,9 @@ def recipe(ctx: click.Context, base: str, **settings) -> None:
     whose output exists is skipped: run the same command again to continue. Ends with
     OUT/model.gguf, OUT/MODEL_CARD.md and OUT/eval/report.md.
     """
-    with _user_errors():
-        from .base import resolve_base
-        from .pipeline import RecipeOptions, run_recipe
+    with user_errors():
+        from rfsdk.train.base import resolve_base
+        from .recipe import RecipeOptions, run_recipe
 
         options = RecipeOptions(base=resolve_base(base), **settings)
         say = lambda line: click.echo(f"[recipe] {line}", err=True)  # noqa: E731
@@ -301,9 +302,30 @@ def recipe(ctx: click.Context, base: str, **settings) -> None:
             f"Next: rfchat {model}")
 
 
+@main.command("text-classifier")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Weights file to write [default: the shipped file].")
+@click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.05, show_default=True, help="Validation FPR the threshold must meet.")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Optimiser steps.")
+def text_classifier(out: Path | None, target_fpr: float, steps: int) -> None:
+    """Train the text classifier (the cross-check baseline) on the dataset and write its weights.
+
+    Fits on the train split, picks the threshold on the validation split, prints validation and
+    test figures. Needs only numpy (about 4 minutes on 2 CPU cores).
+    """
+    with user_errors():
+        from rfsdk.classifiers.text import default_weights_path
+        from rfsdk.train.text_classifier import figures_table, train
+
+        started = time.monotonic()
+        classifier, figures = train(target_fpr=target_fpr, steps=steps)
+        path = classifier.save(out or default_weights_path())
+        click.echo(figures_table(figures))
+        click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) in {time.monotonic() - started:.0f} s", err=True)
+
+
 def _base_path(base: str | None, gguf_for: str | None = None) -> Path:
     """``--base`` resolved (a GGUF when ``gguf_for`` names the command), or the bundled default."""
-    from .base import require_gguf, resolve_base
+    from rfsdk.train.base import require_gguf, resolve_base
 
     path = default_base_model_path() if base is None else resolve_base(base)
     if gguf_for is not None:
@@ -315,7 +337,7 @@ def _check_trained_on(adapter: Path, base: Path, *, defaulted: bool) -> None:
     """Refuse, before any work, a base ADAPTER was not trained on (``defaulted``: the bundled default, no --base given)."""
     from rfsdk.convert.adapter import load_adapter
 
-    from .base import check_trained_on
+    from rfsdk.train.base import check_trained_on
 
     check_trained_on(adapter, load_adapter(adapter), base, defaulted=defaulted)
 
@@ -326,14 +348,3 @@ def _check_out(adapter: Path, out: Path, *, force: bool, base: Path | None = Non
         check_out_path(out, inputs, force=force)
     except ConversionError as error:
         raise click.BadParameter(str(error), param_hint="OUT") from None
-
-
-class _user_errors:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, error, trace) -> bool:
-        if isinstance(error, RfsdkError):
-            click.echo(f"Error: {error}", err=True)
-            sys.exit(1)
-        return False
