@@ -32,6 +32,8 @@ CTX_PAD = 256
 rfsdk asks for a multiple itself (otherwise a prompt near the end of the context overruns
 llama-cpp-python's token buffer)."""
 _RF_TEXT = b"<rf>"
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A llama.cpp model plus what the guard needs to know about it."""
