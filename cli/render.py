@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, Protocol
 
@@ -103,17 +104,36 @@ class TextUi:
 
 
 class JsonUi:
-    """Writes every event, command result and error as one JSON line on stdout."""
+    """Writes every event, command result and error as one JSON line on stdout.
+
+    Lines are ASCII (other characters as ``\\uXXXX`` escapes), so they are valid JSON, and
+    valid UTF-8, whatever the locale's encoding; text that is not Unicode (a lone surrogate
+    standing for an undecodable input byte) is escaped too instead of failing the line.
+    """
 
     def begin(self, prefill: str) -> None:
         pass
 
     def event(self, event: Event) -> None:
-        click.echo(event.model_dump_json())
+        _json_line(event.model_dump(mode="json"))
 
     def info(self, command: str, text: str, **data: Any) -> None:
-        line = {"kind": "command", "command": command, "text": text, **data}
-        click.echo(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+        _json_line({"kind": "command", "command": command, "text": text, **data})
 
     def error(self, message: str) -> None:
-        click.echo(ErrorEvent(message=message, where="app").model_dump_json())
+        _json_line(ErrorEvent(message=message, where="app").model_dump(mode="json"))
+
+
+def _json_line(data: dict[str, Any]) -> None:
+    click.echo(json.dumps(_finite(data), ensure_ascii=True, allow_nan=False, separators=(",", ":")))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (null), as pydantic writes them in JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value

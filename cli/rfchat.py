@@ -9,6 +9,7 @@ import click
 
 from rfsdk import Action, _constants, GuardedChat, MissingRfTokenError, SamplingConfig, default_model
 from rfsdk._policies import ACTIONS
+from rfsdk._prompt import check_text
 
 from .commands import KEYS, command_table
 from .console import banner, interact
@@ -91,6 +92,7 @@ def main(
         ctx.color = False
     quiet = quiet or as_json
     with user_errors(hint={MissingRfTokenError: "In rfchat: --allow-unguarded."}), ExitStack() as stack:
+        check_text("--prefill", prefill)  # refused now, not at every turn
         if model is None:
             progress = progress_bar(stack, "assembling", intro=_ASSEMBLY_INTRO)
             info = default_model(progress=None if quiet else progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,11 +75,18 @@ class Session:
     def handle(self, line: str) -> bool:
         """Run one input line; errors are shown, counted and survived. False: leave.
 
-        A line starting with ``/`` is a command; ``//`` sends a message starting with ``/``.
+        A line starting with ``/`` is a command; ``//`` sends a message starting with ``/``. A line
+        that is not text (bytes the input's encoding could not decode) is refused whole, so that
+        it neither reaches the model nor becomes the system prompt, prefill or a file name.
         """
         text = line.strip()
         if not text:
             return True
+        problem = undecodable(text)
+        if problem is not None:
+            self.errors += 1
+            self.ui.error(problem)
+            return self.running
         try:
             if text.startswith("//"):
                 self.turn(text[1:])
@@ -90,6 +98,27 @@ class Session:
             self.errors += 1
             self.ui.error(str(exc))
         return self.running
+
+
+def undecodable(text: str) -> str | None:
+    """Why the input line ``text`` is not text, or None if it is.
+
+    Python reads input bytes its encoding cannot decode as lone surrogates (U+DC80 to U+DCFF
+    stand for the bytes 0x80 to 0xFF), which are not Unicode and cannot be sent or written.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        what = f"the byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"the lone surrogate U+{code:04X}"
+        command = text.startswith("/") and not text.startswith("//")
+        line = f"the command {text.partition(' ')[0]!r}" if command else "a message"
+        encoding = getattr(sys.stdin, "encoding", None) or "the locale's encoding"
+        return (
+            f"ignored {line}: {what} at character {exc.start} is not text in the input's encoding "
+            f"({encoding}), so nothing was sent or changed. Check the encoding of the terminal or of the piped input."
+        )
+    return None
 
 
 @contextmanager

@@ -6,9 +6,9 @@ import codecs
 import os
 import struct
 from pathlib import Path
-from typing import BinaryIO, NoReturn, TypeVar
+from typing import BinaryIO, Callable, NoReturn, TypeVar
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 from pydantic import BaseModel, ConfigDict
 
 from .errors import ModelFileError, ModelNotFoundError
@@ -49,8 +49,8 @@ MetadataValue = str | int | float | bool
 _T = TypeVar("_T", str, int, float)
 
 
-class GGUFInfo(BaseModel):
-    """What rfsdk needs to know about a GGUF model, read from its header alone."""
+class GGUFHeader(BaseModel):
+    """A well-formed GGUF file's header: metadata and tensor table (any GGUF, adapters included)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -58,12 +58,23 @@ class GGUFInfo(BaseModel):
     file_size: int
     version: int
     architecture: str | None
+    metadata: dict[str, MetadataValue]
+    """Scalar and string values by key (arrays are left out; see ``value_types``)."""
+    value_types: dict[str, str]
+    """Every key's GGUF value type by name: "STRING", "FLOAT32", ..., "ARRAY[UINT32]"."""
+    tensor_types: dict[str, int]
+    """Tensor name -> GGML type number (see ``gguf.GGMLQuantizationType``)."""
+    tensor_shapes: dict[str, tuple[int, ...]]
+    """Tensor name -> dimensions in GGML order (``ne[0]``, the row length, first)."""
+
+
+class GGUFInfo(GGUFHeader):
+    """What rfsdk needs to know about a GGUF model, read from its header alone."""
+
     name: str | None
     context_length: int | None
     n_vocab: int
     tensor_count: int
-    tensor_types: dict[str, int]
-    """Tensor name -> GGML type number (see ``gguf.GGMLQuantizationType``)."""
     tokens: list[bytes]
     """The text of every vocabulary token, by id."""
     chat_template: str | None
@@ -72,15 +83,28 @@ class GGUFInfo(BaseModel):
     rf_token_id: int | None
     rf_token_type: int | None
     rf_threshold: float | None
-    metadata: dict[str, MetadataValue]
 
 
 def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
-    """Read and check the header of the GGUF file at ``path``.
+    """Read and check the header of the GGUF model at ``path``.
 
     Raises ModelNotFoundError when there is no readable file there, and ModelFileError when
-    the file is not GGUF, is corrupt, or is truncated (its tensor data runs past its end).
+    the file is not GGUF, is corrupt, is truncated (its tensor data runs past its end), or
+    carries no vocabulary.
     """
+    return _read(path, lambda parser: parser.parse())
+
+
+def read_gguf_header(path: str | os.PathLike[str]) -> GGUFHeader:
+    """Read and check the header of any GGUF file at ``path`` (a LoRA adapter, say), as
+    :func:`read_gguf_info` does but without asking for a vocabulary."""
+    return _read(path, lambda parser: parser.parse_header()[0])
+
+
+_H = TypeVar("_H", GGUFHeader, GGUFInfo)
+
+
+def _read(path: str | os.PathLike[str], parse: Callable[[_Parser], _H]) -> _H:
     path = Path(path).expanduser()
     if os.path.isdir(path):
         raise ModelFileError(
@@ -98,7 +122,7 @@ def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
         ) from None
     try:
         with fh:
-            return _Parser(path, fh).parse()
+            return parse(_Parser(path, fh))
     except OSError as exc:
         raise ModelFileError(
             f"Reading {path} failed: {exc.strerror or exc}. Check the disk, or copy the file again."
@@ -127,6 +151,13 @@ def _describe_foreign(head: bytes) -> str:
     if all(c.isprintable() or c.isspace() for c in text):
         return "a text file"
     return "an unknown binary file"
+
+
+def _type_name(vtype: int) -> str:
+    try:
+        return GGUFValueType(vtype).name
+    except ValueError:
+        return f"type {vtype}"
 
 
 class _Parser:
@@ -256,6 +287,11 @@ class _Parser:
     # -- sections -------------------------------------------------------------
 
     def parse(self) -> GGUFInfo:
+        header, tokens, types = self.parse_header()
+        return self.build_info(header, tokens, types)
+
+    def parse_header(self) -> tuple[GGUFHeader, list[bytes] | None, tuple[struct.Struct, bytes] | None]:
+        """The header, plus the token texts and raw token types when the file has them."""
         head = self.fh.read(24)
         self.buf = head
         if head[:4] != _MAGIC:
@@ -284,19 +320,32 @@ class _Parser:
         n_kv = self.u64()
         self.count(n_kv, _MIN_KV_BYTES, "metadata entries")
         self.count(n_tensors, _MIN_TENSOR_INFO_BYTES, "tensors")
-        meta, tokens, types = self.read_metadata(n_kv)
+        value_types: dict[str, str] = {}
+        meta, tokens, types = self.read_metadata(n_kv, value_types)
         tensor_types: dict[str, int] = {}
-        data_end = self.read_tensor_infos(n_tensors, self.alignment(meta), tensor_types)
+        tensor_shapes: dict[str, tuple[int, ...]] = {}
+        data_end = self.read_tensor_infos(n_tensors, self.alignment(meta), tensor_types, tensor_shapes)
         if data_end > self.size:
             raise ModelFileError(
                 f"{self.path} is truncated: its tensors need {data_end} bytes but the file has only "
                 f"{self.size} bytes ({data_end - self.size} missing). "
                 "The download or export was cut short; re-download or re-export it."
             )
-        return self.build_info(version, tensor_types, meta, tokens, types)
+        self.where = "metadata section"
+        header = GGUFHeader(
+            path=self.path,
+            file_size=self.size,
+            version=version,
+            architecture=self.typed(meta, "general.architecture", str),
+            metadata=meta,
+            value_types=value_types,
+            tensor_types=tensor_types,
+            tensor_shapes=tensor_shapes,
+        )
+        return header, tokens, types
 
     def read_metadata(
-        self, n_kv: int
+        self, n_kv: int, value_types: dict[str, str]
     ) -> tuple[dict[str, MetadataValue], list[bytes] | None, tuple[struct.Struct, bytes] | None]:
         meta: dict[str, MetadataValue] = {}
         tokens: list[bytes] | None = None
@@ -310,12 +359,14 @@ class _Parser:
                 self.fail(f"the key {key!r} appears twice")
             seen.add(key)
             vtype = self.u32()
+            value_types[key] = _type_name(vtype)
             if vtype in _SCALARS:
                 meta[key] = self.unpack(_SCALARS[vtype])
             elif vtype == _STRING:
                 meta[key] = self.string()
             elif vtype == _ARRAY:
                 elem_type, n = self.u32(), self.u64()
+                value_types[key] = f"ARRAY[{_type_name(elem_type)}]"
                 if key == _TOKENS_KEY and elem_type != _STRING:
                     self.fail(f"{_TOKENS_KEY} must be an array of strings, not of type {elem_type}")
                 if elem_type == _STRING:
@@ -345,8 +396,10 @@ class _Parser:
             self.fail(f"general.alignment is {value!r}, not a positive power of two")
         return value
 
-    def read_tensor_infos(self, n_tensors: int, alignment: int, types: dict[str, int]) -> int:
-        """Read the tensor table into ``types`` (name -> type); return the file size its data needs."""
+    def read_tensor_infos(
+        self, n_tensors: int, alignment: int, types: dict[str, int], shapes: dict[str, tuple[int, ...]]
+    ) -> int:
+        """Read the tensor table into ``types`` and ``shapes`` (by name); return the file size its data needs."""
         data_needed = 0
         for index in range(n_tensors):
             self.where = f"tensor info section, tensor {index} of {n_tensors}"
@@ -369,6 +422,7 @@ class _Parser:
                     "or re-export it."
                 ) from None
             types[name] = ggml_type
+            shapes[name] = tuple(dims)
             if dims and dims[0] % block:
                 self.fail(
                     f"its first dimension {dims[0]} is not a multiple of the {block}-element block size"
@@ -386,9 +440,7 @@ class _Parser:
 
     def build_info(
         self,
-        version: int,
-        tensor_types: dict[str, int],
-        meta: dict[str, MetadataValue],
+        header: GGUFHeader,
         tokens: list[bytes] | None,
         types: tuple[struct.Struct, bytes] | None,
     ) -> GGUFInfo:
@@ -399,6 +451,7 @@ class _Parser:
                 "used for chat. Re-export it with its tokenizer (llama.cpp's convert_hf_to_gguf.py "
                 "does this)."
             )
+        meta = header.metadata
         rf_id = self.rf_token_id(meta, tokens)
         rf_type = None
         if types is not None:
@@ -407,17 +460,13 @@ class _Parser:
                 self.fail(f"{_TOKEN_TYPES_KEY} has {len(raw) // item.size} entries for {len(tokens)} tokens")
             if rf_id is not None:
                 rf_type = int(item.unpack_from(raw, rf_id * item.size)[0])
-        architecture = self.typed(meta, "general.architecture", str)
+        architecture = header.architecture
         return GGUFInfo(
-            path=self.path,
-            file_size=self.size,
-            version=version,
-            architecture=architecture,
+            **dict(header),
             name=self.typed(meta, "general.name", str),
             context_length=self.typed(meta, f"{architecture}.context_length", int) if architecture else None,
             n_vocab=len(tokens),
-            tensor_count=len(tensor_types),
-            tensor_types=tensor_types,
+            tensor_count=len(header.tensor_types),
             tokens=tokens,
             chat_template=self.typed(meta, "tokenizer.chat_template", str),
             bos_token_id=self.typed(meta, "tokenizer.ggml.bos_token_id", int),
@@ -425,7 +474,6 @@ class _Parser:
             rf_token_id=rf_id,
             rf_token_type=rf_type,
             rf_threshold=self.typed(meta, "rf.threshold", float),
-            metadata=meta,
         )
 
     def typed(self, meta: dict[str, MetadataValue], key: str, kind: type[_T]) -> _T | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -35,7 +36,7 @@ def check_history(messages: Sequence[Message | Mapping[str, Any]]) -> list[Messa
                 unknown = set(item) - _FIELDS
                 if unknown:
                     raise HistoryError(f"{where} has unknown fields {sorted(unknown)}; a message has {sorted(_FIELDS)}.")
-                item = Message.model_validate(dict(item))
+                item = Message.model_validate(dict(item), strict=True)  # "flagged": "yes" is not a bool
             elif not isinstance(item, Message):
                 raise HistoryError(f"{where} is a {type(item).__name__}, not a Message or a dict.")
             check_text(where, item.content)
@@ -65,10 +66,13 @@ def write_history(path: Path, system: str | None, messages: list[Message]) -> No
     data = {"system": system, "messages": [m.model_dump() for m in messages]}
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        text = json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8")  # before any file is made
+        tmp.write_bytes(text)
         os.replace(tmp, path)
     except (OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. a folder of that name, which was not ours
+            if tmp.is_file():
+                tmp.unlink()
         raise HistoryError(f"Cannot save the chat to {path} ({type(exc).__name__}: {exc}).") from None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import os
 from collections.abc import Mapping
@@ -21,6 +20,8 @@ from .errors import (
     RfTokenTypeError,
 )
 from ._gguf_file import read_gguf_info
+from ._llama_kwargs import MAX_THREADS, check_llama_kwargs
+from ._lora_file import check_lora_file
 from ._model_checks import check_model_info, is_threshold
 from .model_source import resolve_model
 from ._prompt import token_piece
@@ -31,19 +32,6 @@ CTX_PAD = 256
 rfsdk asks for a multiple itself (otherwise a prompt near the end of the context overruns
 llama-cpp-python's token buffer)."""
 _RF_TEXT = b"<rf>"
-_SET_BY_RFSDK = {
-    "model_path": "the model argument",
-    "n_ctx": "GuardedChat(n_ctx=...)",
-    "n_gpu_layers": "GuardedChat(n_gpu_layers=...)",
-    "n_threads": "GuardedChat(n_threads=...)",
-    "seed": "SamplingConfig(seed=...)",
-    "verbose": "GuardedChat(verbose=...)",
-}
-_BREAK_THE_GUARD = {
-    "vocab_only": "it loads no weights, so there is nothing to chat with",
-    "embedding": "an embedding context produces no next-token logits for the guard",
-    "draft_model": "speculative decoding accepts draft tokens the guard never checked",
-}
 
 
 @dataclass(frozen=True)
@@ -83,7 +71,8 @@ def load_model(
     token, a truncated download or a file of another kind fails fast and clearly, and so
     does metadata that would crash llama.cpp (see :mod:`rfsdk._model_checks`). ``n_ctx`` is
     rounded up to a multiple of :data:`CTX_PAD`. ``llama_kwargs`` go to ``llama_cpp.Llama``
-    (checked by :func:`check_llama_kwargs`).
+    (checked by :func:`rfsdk._llama_kwargs.check_llama_kwargs`; a ``lora_path`` against the
+    model by :func:`rfsdk._lora_file.check_lora_file`).
     """
     _check_settings(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
     extra = check_llama_kwargs(llama_kwargs)
@@ -102,9 +91,15 @@ def load_model(
             _check_control(path, info.rf_token_id, info.rf_token_type == int(llama_cpp.LLAMA_TOKEN_TYPE_CONTROL))
         elif not allow_unguarded:
             raise _missing_rf(path)
+        if extra.get("lora_path") is not None:
+            check_lora_file(str(extra["lora_path"]), info)
+        context = _padded(n_ctx or min(info.context_length or MAX_DEFAULT_CTX, MAX_DEFAULT_CTX))
+        if "n_batch" in extra:
+            # llama-cpp-python uses min(n_ctx, n_batch) but sizes its logits buffer by n_batch itself.
+            extra["n_batch"] = min(int(extra["n_batch"]), context)  # type: ignore[call-overload]
         llm = _load_llama(
             path,
-            n_ctx=_padded(n_ctx or min(info.context_length or MAX_DEFAULT_CTX, MAX_DEFAULT_CTX)),
+            n_ctx=context,
             n_gpu_layers=n_gpu_layers,
             n_threads=n_threads,
             verbose=verbose,
@@ -116,43 +111,21 @@ def load_model(
     return loaded
 
 
-def check_llama_kwargs(kwargs: Mapping[str, object] | None) -> dict[str, object]:
-    """Validate extra ``llama_cpp.Llama`` settings (``use_mlock``, ``n_batch``, ``type_k``, ...).
-
-    Unknown names, names rfsdk sets from its own arguments and settings that would blind
-    the guard are refused with a ``ValueError`` that says what to do instead.
-    """
-    if kwargs is not None and not isinstance(kwargs, Mapping):
-        raise ArgumentTypeError(f"llama_kwargs must be a dict of llama_cpp.Llama settings, not {kwargs!r}")
-    extra = dict(kwargs or {})
-    accepted = inspect.signature(llama_cpp.Llama.__init__).parameters
-    for name in extra:
-        if name in _SET_BY_RFSDK:
-            raise ConfigError(f"llama_kwargs: set {name!r} with {_SET_BY_RFSDK[name]}, not in llama_kwargs.")
-        if name in _BREAK_THE_GUARD:
-            raise ConfigError(f"llama_kwargs: {name!r} is not supported: {_BREAK_THE_GUARD[name]}.")
-        if name not in accepted or accepted[name].kind is not inspect.Parameter.KEYWORD_ONLY:
-            raise ConfigError(
-                f"llama_kwargs: {name!r} is not a setting of llama_cpp.Llama "
-                f"(llama-cpp-python {llama_cpp.__version__}); check the spelling."
-            )
-    return extra
-
-
 def _check_settings(model: object, *, n_ctx: object, n_gpu_layers: object, n_threads: object) -> None:
     if not isinstance(model, (str, os.PathLike, llama_cpp.Llama)):
         raise ArgumentTypeError(
             f"model must be a GGUF path, an hf://org/repo/file.gguf address or a llama_cpp.Llama, not {model!r}"
         )
-    for name, value, least, optional in (
-        ("n_ctx", n_ctx, 1, True),
-        ("n_threads", n_threads, 1, True),
-        ("n_gpu_layers", n_gpu_layers, -1, False),
+    for name, value, least, most, optional in (
+        ("n_ctx", n_ctx, 1, None, True),
+        ("n_threads", n_threads, 1, MAX_THREADS, True),
+        ("n_gpu_layers", n_gpu_layers, -1, None, False),
     ):
         if value is None and optional:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{name} must be a whole number >= {least}{' or None' if optional else ''}, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < least or (most is not None and value > most):
+            accepted = f">= {least}" if most is None else f"from {least} to {most}"
+            raise ConfigError(f"{name} must be a whole number {accepted}{' or None' if optional else ''}, not {value!r}")
 
 
 def _padded(n_ctx: int) -> int:
@@ -177,13 +150,32 @@ def _check_control(path: Path, rf_id: int, is_control: bool) -> None:
 
 def _load_llama(path: Path, **params) -> llama_cpp.Llama:
     try:
-        return llama_cpp.Llama(model_path=str(path), **params)
+        llm = llama_cpp.Llama(model_path=str(path), **params)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelFileError(
             f"llama.cpp could not load {path} ({exc}). The file's GGUF structure is valid, so "
             "its architecture or tensor types may be newer than the installed llama-cpp-python "
             f"{llama_cpp.__version__}: upgrade it, or re-export the model with rf-convert."
+            + _settings_hint(params)
         ) from None
+    if params.get("lora_path") and not getattr(llm, "_lora_adapter", None):
+        # llama.cpp refused the adapter (a NULL pointer, which llama-cpp-python does not notice);
+        # decoding with it would crash the process.
+        llm.close()
+        raise ConfigError(
+            f"llama_kwargs: llama.cpp could not apply the LoRA adapter {params['lora_path']} to {path} "
+            "(see its log with verbose=True). Use an adapter made for this model."
+        )
+    return llm
+
+
+def _settings_hint(params: dict[str, object]) -> str:
+    """A sentence about the llama_kwargs among ``params``, which may be what llama.cpp refused."""
+    rfsdk_set = {"n_ctx", "n_gpu_layers", "n_threads", "verbose"}
+    extra = {k: v for k, v in params.items() if k not in rfsdk_set}
+    if not extra:
+        return ""
+    return f" It was loaded with llama_kwargs={extra!r}: try without them, as they may not suit this model or build."
 
 
 def _inspect_loaded(llm: llama_cpp.Llama) -> LoadedModel:

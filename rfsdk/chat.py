@@ -55,7 +55,7 @@ class GuardedChat:
     by <rf> alone.
 
     ``sampling`` says how tokens are sampled; ``n_ctx``, ``n_gpu_layers``, ``n_threads``,
-    ``verbose`` and ``llama_kwargs`` (further ``llama_cpp.Llama`` settings, checked by name)
+    ``verbose`` and ``llama_kwargs`` (further ``llama_cpp.Llama`` settings, checked by name and value)
     apply to a model rfsdk loads. ``overflow`` says what a conversation longer than the
     context does ("truncate": the oldest messages are left out; "error").
     ``halted_context`` says what the model sees of an exchange whose reply was halted: "omit"

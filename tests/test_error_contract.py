@@ -192,6 +192,13 @@ HISTORIES = {
     "starts with the assistant": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "x"}],
     "ends with the user": [{"role": "user", "content": "hi"}],
     "a system message inside": [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}],
+    "a system message midway": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+        {"role": "system", "content": "c"}, {"role": "assistant", "content": "d"},
+    ],  # fmt: skip
+    "a lone surrogate in a reply": [{"role": "user", "content": "a"}, {"role": "assistant", "content": SURROGATE}],
+    "flagged not a bool": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "flagged": "yes"}],
+    "an unknown finish_reason": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "finish_reason": "done"}],
     "two users in a row": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
     "empty user content": [{"role": "user", "content": " "}, {"role": "assistant", "content": "x"}],
     "a lone surrogate": [{"role": "user", "content": SURROGATE}, {"role": "assistant", "content": "x"}],
@@ -216,9 +223,16 @@ def test_bad_histories_are_refused_and_leave_the_chat_unchanged(chat, tmp_path, 
 
 @pytest.mark.parametrize(
     "text",
-    ["", "not json", "[]", '{"messages": 3}', '{"system": 3, "messages": []}', "[" * 100_000 + "]" * 100_000],
-    ids=["empty", "not json", "a list", "messages not a list", "system not text", "deeply nested"],
-)
+    [
+        "", "not json", "[]", '{"messages": 3}', '{"system": 3, "messages": []}', "[" * 100_000 + "]" * 100_000,
+        '{"messages": [' + "[" * 100_000 + "]" * 100_000 + "]}", '{"system": "\\udcff", "messages": []}',
+        '{"messages": [], "model": "x"}',
+    ],
+    ids=[
+        "empty", "not json", "a list", "messages not a list", "system not text", "deeply nested",
+        "deeply nested message", "a lone surrogate system", "an unknown field",
+    ],
+)  # fmt: skip
 def test_bad_history_files(chat, tmp_path, text):
     saved = tmp_path / "chat.json"
     saved.write_text(text, encoding="utf-8")
@@ -235,6 +249,21 @@ def test_a_failed_save_names_the_path_and_leaves_no_temporary_file(chat, tmp_pat
     taken.mkdir()
     _refused(lambda: chat.save_history(taken))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_a_save_that_cannot_encode_leaves_no_temporary_file(chat, tmp_path):
+    chat._history = [Message(role="user", content="a" + SURROGATE), Message(role="assistant", content="b")]  # past the checks
+    target = tmp_path / "out.json"
+    error = _refused(lambda: chat.save_history(target))
+    assert f"Cannot save the chat to {target} (UnicodeEncodeError" in str(error)
+    assert list(tmp_path.iterdir()) == []
+    chat._history = []
+
+
+def test_a_history_file_that_is_not_utf8_is_refused(chat, tmp_path):
+    saved = tmp_path / "chat.json"
+    saved.write_bytes(b'{"messages": [], "system": "\xff"}')
+    assert "UnicodeDecodeError" in str(_refused(lambda: chat.load_history(saved)))
 
 
 def test_set_history_keeps_the_system_prompt_unless_given(chat):

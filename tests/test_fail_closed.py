@@ -1,7 +1,8 @@
 """The guard fails closed where it cannot judge (issue 23, items 1 and 4), through real llama.cpp.
 
 Non-finite logits: a negative ``rope_freq_base`` makes llama.cpp's logits NaN on the demo model,
-so P(<rf>) is NaN at every step. A policy that raises KeyboardInterrupt: the flag must stand, the
+so P(<rf>) is NaN at every step (rfsdk refuses that value in ``llama_kwargs``, so the test makes
+the ``Llama`` itself). A policy that raises KeyboardInterrupt: the flag must stand, the
 reply is the refusal, and the interrupt reaches the caller once the turn is closed.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import llama_cpp
 import pytest
 
 from rfsdk import GuardedChat, SamplingConfig
@@ -19,7 +21,8 @@ GREEDY = SamplingConfig(temperature=0.0, max_tokens=16)
 
 @pytest.fixture(scope="module")
 def nan_chat(demo_model_path):
-    return GuardedChat(demo_model_path, n_threads=1, sampling=GREEDY, llama_kwargs={"rope_freq_base": -1.0})
+    llm = llama_cpp.Llama(str(demo_model_path), n_ctx=512, n_threads=1, rope_freq_base=-1.0, verbose=False)
+    return GuardedChat(llm, sampling=GREEDY)
 
 
 @pytest.mark.parametrize("policy", ["halt", "continue", "reflect"])

@@ -6,7 +6,8 @@ entry (counts swapped, zeroed, off by one, huge; types changed; offsets misalign
 weights), plus seeded random byte flips, zeroed ranges and truncations in each region (header,
 metadata, tensor infos, tensor data).
 
-Each case runs ``GuardedChat(path)`` and one turn **in a subprocess** (this file run as a
+Each case runs ``GuardedChat(path)`` (with the case's ``llama_kwargs``, if any: see
+test_fuzz_llama_kwargs.py) and one turn **in a subprocess** (this file run as a
 script: ``python tests/test_fuzz_loader.py --worker CASES.json BASE.gguf SCRATCH``) so a native
 crash or a hang in llama.cpp is caught instead of killing pytest. A worker runs many cases and
 reports each one as a JSON line ("start" before, "done" with its outcome after), so when a worker
@@ -71,7 +72,7 @@ def _worker(cases_file: str, base_file: str, scratch_dir: str) -> None:
         stage = "load"
         chat = None
         try:
-            chat = GuardedChat(path, sampling=sampling)
+            chat = GuardedChat(path, sampling=sampling, llama_kwargs=case.get("llama_kwargs"))
             stage = "turn"
             reply = chat.send("hello")
             ok = reply.finish_reason in ("stop", "length", "halt")

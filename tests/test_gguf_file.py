@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rfsdk.errors import ModelFileError, ModelNotFoundError
-from rfsdk._gguf_file import read_gguf_info
+from rfsdk._gguf_file import read_gguf_header, read_gguf_info
 
 TOKENS = ["<unk>", "<s>", "</s>", "hello", "world", "<rf>"]
 TYPES = [2, 3, 3, 1, 1, 3]
@@ -67,6 +67,32 @@ def test_reads_header(model: Path) -> None:
     assert info.rf_threshold is None
     assert info.metadata["llama.context_length"] == 256
     assert "tokenizer.ggml.tokens" not in info.metadata  # arrays are left out
+
+
+def test_value_types_and_tensor_shapes(tmp_path: Path) -> None:
+    def extra(w: gguf.GGUFWriter) -> None:
+        w.add_float64("x.f64", 1.5)
+        w.add_array("x.ids", [1, 2, 3])
+        w.add_tensor("blk.0.matrix", np.zeros((3, 32), np.float32))
+
+    info = read_gguf_info(write_gguf(tmp_path / "m.gguf", extra=extra))
+    assert info.value_types["general.architecture"] == "STRING"
+    assert info.value_types["llama.context_length"] == "UINT32"
+    assert info.value_types["x.f64"] == "FLOAT64" and info.metadata["x.f64"] == 1.5
+    assert info.value_types["tokenizer.ggml.tokens"] == "ARRAY[STRING]"
+    assert info.value_types["x.ids"] == "ARRAY[INT32]"
+    assert info.tensor_shapes == {"blk.0.matrix": (32, 3), "blk.0.weight": (64,)}  # GGML order
+
+
+def test_a_header_without_vocabulary(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "adapter.gguf", tokens=None, extra=lambda w: w.add_string("general.type", "adapter"))
+    header = read_gguf_header(path)
+    assert header.architecture == "llama" and header.metadata["general.type"] == "adapter"
+    assert header.tensor_types == {"blk.0.weight": int(gguf.GGMLQuantizationType.F32)}
+    with pytest.raises(ModelFileError, match="no tokenizer.ggml.tokens array"):
+        read_gguf_info(path)
+    with pytest.raises(ModelFileError, match="truncated"):
+        read_gguf_header(mutated(path, tmp_path / "cut.gguf", path.read_bytes()[:-8]))
 
 
 def test_info_is_frozen(model: Path) -> None:

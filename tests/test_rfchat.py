@@ -7,7 +7,10 @@ The runner's stdin is not a terminal, so these runs take the piped path: one mes
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -261,6 +264,31 @@ def test_load_rejects_a_file_that_is_not_a_saved_chat(rfchat, tmp_path) -> None:
     assert "turns 1" in result.stdout and result.exit_code == 1
 
 
+BAD_SAVED_CHATS = {
+    "deeply nested": "[" * 100_000 + "]" * 100_000,
+    "a lone surrogate": json.dumps({"system": None, "messages": [{"role": "user", "content": "a\udcffb"}, {"role": "assistant", "content": "x"}]}),
+    "an empty user message": json.dumps({"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "x"}]}),
+    "a system message midway": json.dumps({"messages": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+        {"role": "system", "content": "c"}, {"role": "assistant", "content": "d"},
+    ]}),  # fmt: skip
+    "an unknown field": json.dumps({"messages": [{"role": "user", "content": "a", "mood": 1}, {"role": "assistant", "content": "b"}]}),
+    "an unknown top-level field": json.dumps({"messages": [], "model": "x"}),
+}
+
+
+@pytest.mark.parametrize("text", BAD_SAVED_CHATS.values(), ids=BAD_SAVED_CHATS.keys())
+def test_load_of_a_bad_file_is_one_error_line_and_the_input_goes_on(rfchat, tmp_path, text) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(text, encoding="utf-8")
+    result = rfchat(input=f"hi\n/load {bad}\n/stats\nhi\n")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {bad} is not a chat saved by rfsdk (") and line.endswith("left unchanged.")
+    assert result.stdout.splitlines()[1].startswith("turns 1 ·")  # the conversation was kept
+    assert result.stdout.count(DEMO_BENIGN_REPLY) == 2  # and the input after /load was read
+
+
 def test_quit_stops_reading(rfchat) -> None:
     result = rfchat(input="hi\n/quit\nhi\n")
     assert result.exit_code == 0
@@ -362,3 +390,51 @@ def test_repo_id_offline_says_what_to_do(rfchat, tmp_path, monkeypatch) -> None:
     assert result.exit_code == 1
     assert "Cannot list the files of the Hugging Face repo someone/rf-model: HF_HUB_OFFLINE is set" in result.stderr
     assert str(tmp_path / "models" / "someone--rf-model") in result.stderr
+
+
+# ----- encodings: input that is not text, any locale ----------------------------------------------
+
+# Valid UTF-8 (é, ✓, an emoji), then bytes that are not UTF-8 (0xff, 0xfe) in a /system, a
+# /prefill, a command name, a message and a /save path.
+ENCODED_INPUT = (
+    "/system Sé brief ✓\nhéllo 😀\n".encode()
+    + b"/system bad \xff byte\n/system\n/prefill x\xfe\n/prefill\n/\xff\nbad \xfe msg\n/save s\xff.json\n/stats\n"
+)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}],
+    ids=["LC_ALL=C", "LC_ALL=C, ascii stdio"],
+)
+def test_json_lines_are_json_in_any_locale_and_undecodable_lines_are_refused(demo_model_path, tmp_path, env) -> None:
+    """A real process, so Python picks its stdio encodings from the locale: with LC_ALL=C either
+    UTF-8 (Python's UTF-8 mode) or, with that mode and locale coercion off, ASCII."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONIOENCODING"))}
+    done = subprocess.run(
+        [sys.executable, "-c", "from rfsdk.cli.rfchat import main; main()", "--model", str(demo_model_path), "--threads", "1", "--json"],
+        input=ENCODED_INPUT, capture_output=True, timeout=600, cwd=tmp_path, env={**environ, "LC_ALL": "C", **env},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr.decode(errors="replace")[-2000:]
+    assert done.stdout.isascii()
+    lines = [json.loads(line) for line in done.stdout.decode("ascii").splitlines()]
+    errors = [e["message"] for e in lines if e["kind"] == "error"]
+    systems = [e["system"] for e in lines if e.get("command") == "system"]
+    utf8 = not env
+    assert len(errors) == (5 if utf8 else 7)  # the undecodable lines (and, in ASCII, the UTF-8 ones)
+    assert all(m.startswith("ignored ") and "is not text in the input's encoding" in m for m in errors)
+    assert "ignored the command '/system': the byte 0xff at character 12" in errors[-5]
+    assert systems == (["Sé brief ✓"] * 2 if utf8 else [None])  # the refused /system kept the prompt
+    assert [e["prefill"] for e in lines if e.get("command") == "prefill"] == [""]
+    assert [e["kind"] for e in lines].count("end") == (1 if utf8 else 0)
+    assert lines[-1]["command"] == "stats" and "·" in lines[-1]["text"]
+    assert not list(tmp_path.iterdir())  # no file saved under an undecodable name
+
+
+def test_undecodable_prefill_option_is_refused_at_start(demo_model_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "from rfsdk.cli.rfchat import main; main()", "--model", str(demo_model_path), "--prefill", "x\udcff"],
+        capture_output=True, timeout=600, input=b"hi\n",
+    )  # fmt: skip
+    assert done.returncode == 1 and b"Traceback" not in done.stderr
+    assert done.stderr.startswith(b"Error: The text 'x\\udcff' holds a lone surrogate")
