@@ -44,7 +44,9 @@ class GuardedChat:
     (``threshold``, ``flag_sampled``, ``check_prefill``, ``policy``, ``refusal``,
     ``max_reflections``; those given replace the config's); each is also a settable
     property. By default the guard fires when P(<rf>) reaches the model's calibrated
-    ``rf.threshold`` and halts the reply.
+    ``rf.threshold`` and halts the reply. The policy is asked at the first step of a run of
+    consecutive flagged steps and again whenever P(<rf>) rises above the highest P(<rf>) it was
+    asked about in that run (so a policy that scales with ``flag.probability`` sees the peak).
 
     ``classifier`` (an :mod:`rfsdk.classifiers` classifier or a function
     ``(prompt, reply) -> Verdict | bool | score``) cross-checks the guard as ``cross_check``
