@@ -160,7 +160,12 @@ class TurnEngine:
         self._record = record
 
     def events(self, message: str, prefill: str, max_tokens: int | None) -> Iterator[Event]:
-        """Answer ``message`` (the reply starts with ``prefill``; at most ``max_tokens`` tokens)."""
+        """Answer ``message`` (the reply starts with ``prefill``; at most ``max_tokens`` tokens).
+
+        Closing the generator (the caller stopped reading, or ``cancel()`` ended a held turn)
+        at any event before the end still records the turn, as cancelled unless it had
+        already been halted or failed.
+        """
         s, llm, cancel = self._settings, self._llm, self._cancel
         started = time.perf_counter()
         user = Message(role="user", content=message)
@@ -175,11 +180,6 @@ class TurnEngine:
             reply_room=min(limit or MIN_REPLY_ROOM, MIN_REPLY_ROOM),
             overflow=s.overflow,
         )
-        if dropped:
-            yield NoticeEvent(
-                message=f"The conversation is longer than the context ({llm.n_ctx()} "
-                f"tokens): the oldest {dropped} messages were left out of this turn."
-            )
         budget = llm.n_ctx() - len(prompt)
         if limit is not None:
             budget = min(budget, limit)
@@ -216,34 +216,20 @@ class TurnEngine:
             text=prefill,
             next_stream_check=s.cross_check.check_every if backstop else 0,
         )
-        if cancel.is_set():  # cancelled while queued: the prompt is not even evaluated
-            turn.finish = "cancelled"
-            yield EndEvent(**self._finish().model_dump())
-            return
-        if prefill and s.guard.check_prefill and self._rf is not None:
-            prefill_length = len(self._model.prompt.text_tokens(prefill))
-            guard.open_with(opening_probabilities(llm, prompt, prefill_length, self._rf, cancel=cancel))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        tokens = self._model.generate(prompt, guard, s.sampling)
         try:
-            while True:
-                outcome: Outcome = "end"
-                for token in tokens:
-                    outcome = yield from self._step(token, decoder)
-                    if outcome != "next" or turn.generated >= budget:
-                        break
-                if outcome != "restart" and backstop and turn.finish in ("stop", "length"):
-                    outcome = yield from self._check_reply()
-                if outcome != "restart":
-                    break
-                turn.finish = "length"  # until the restarted generation says otherwise
-                tokens.close()
-                tokens = self._model.generate(prompt + turn.ids, guard, s.sampling)
+            if dropped:
+                yield NoticeEvent(
+                    message=f"The conversation is longer than the context ({llm.n_ctx()} "
+                    f"tokens): the oldest {dropped} messages were left out of this turn."
+                )
+            if cancel.is_set():  # cancelled while queued: the prompt is not even evaluated
+                turn.finish = "cancelled"
+            else:
+                yield from self._generate(prefill, backstop)
         except GeneratorExit:
             # The caller stopped reading: the turn counts as cancelled, unless it had already
             # failed or been halted (say, the caller stopped at the halting flag; a flag is in
             # turn.flags before its event is yielded).
-            tokens.close()
             if turn.finish == "error" or turn.guard.stop_reason == "error":
                 guard_error = turn.guard.error.message if turn.guard.error else None
                 turn.finish, turn.error = "error", turn.error or guard_error
@@ -251,11 +237,36 @@ class TurnEngine:
                 turn.finish = "halt" if turn.halted else "cancelled"
             self._finish()
             raise
-        tokens.close()
-        turn.text += decoder.decode(b"", final=True)
         yield EndEvent(**self._finish().model_dump())
         if guard.interrupt is not None:  # e.g. Ctrl-C inside the policy: the turn is closed, now pass it on
             raise guard.interrupt
+
+    def _generate(self, prefill: str, backstop: bool) -> Generator[Event, None, None]:
+        """The reply after ``prefill``: llama.cpp's generation with the guard on every step,
+        restarted after a reflection; ``backstop`` has the classifier judge the finished reply."""
+        s, llm, turn = self._settings, self._llm, self._turn
+        if prefill and s.guard.check_prefill and self._rf is not None:
+            prefill_length = len(self._model.prompt.text_tokens(prefill))
+            turn.guard.open_with(opening_probabilities(llm, turn.prompt, prefill_length, self._rf, cancel=self._cancel))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        tokens = self._model.generate(turn.prompt, turn.guard, s.sampling)
+        try:
+            while True:
+                outcome: Outcome = "end"
+                for token in tokens:
+                    outcome = yield from self._step(token, decoder)
+                    if outcome != "next" or turn.generated >= turn.budget:
+                        break
+                if outcome != "restart" and backstop and turn.finish in ("stop", "length"):
+                    outcome = yield from self._check_reply()
+                if outcome != "restart":
+                    break
+                turn.finish = "length"  # until the restarted generation says otherwise
+                tokens.close()
+                tokens = self._model.generate(turn.prompt + turn.ids, turn.guard, s.sampling)
+        finally:
+            tokens.close()
+        turn.text += decoder.decode(b"", final=True)
 
     # Each step below yields events and returns the turn's Outcome.
 

@@ -30,9 +30,14 @@ class TurnGuard:
     would be sampled (a draw from what llama.cpp's sampler would keep under ``sampling``:
     the repeat penalty on the last ``penalty_window`` tokens it picked, top-k, top-p, min-p,
     temperature; greedy: <rf> is the argmax), raises a flag when P(<rf>) >= threshold or, with ``flag_sampled``,
-    when <rf> would be sampled below it (once per run of consecutive flagged steps), asks the policy, and then masks <rf> out,
+    when <rf> would be sampled below it, asks the policy, and then masks <rf> out,
     forces it in (reflect), or forces end-of-turn (halt, cancel). It never raises:
     llama.cpp calls it through ctypes, which would swallow the exception.
+
+    Within a run of consecutive flagged steps it raises a flag at the run's first step and
+    again at every step whose P(<rf>) is above the highest P(<rf>) already flagged in that run
+    (a policy that scales with the probability sees the run's risk each time it rises: 0.68,
+    0.89, 0.79, 0.39 raises flags at 0.68 and 0.89). A step that is not flagged ends the run.
 
     With ``defer=True`` (a classifier must confirm flags first) it does not ask the
     policy: it masks <rf>, records the flag in ``deferred`` with no action, and leaves
@@ -68,6 +73,8 @@ class TurnGuard:
         self._generation_start: int | None = None
         self._context: np.ndarray | None = None
         self._in_episode = False
+        self._episode_peak = 0.0
+        """The highest P(<rf>) flagged in the current run of flagged steps."""
         self._buf: np.ndarray | None = None
         self.position = 0
         self.text_so_far = ""
@@ -111,10 +118,11 @@ class TurnGuard:
             self._in_episode = False
             scores[self._rf] = -np.inf
             return
-        if self._in_episode:
-            scores[self._rf] = -np.inf
+        if self._in_episode and not self.last_probability > self._episode_peak:
+            scores[self._rf] = -np.inf  # the run's risk has not risen since its last flag
             return
         self._in_episode = True
+        self._episode_peak = self.last_probability
         flag = Flag(
             position=self.position,
             probability=self.last_probability,
@@ -260,7 +268,8 @@ class TurnGuard:
 
     def rewind(self, position: int, text: str) -> None:
         """Continue from reply step ``position`` with <rf> just put into the context there,
-        in a new generate() call (whose sampler has picked no tokens yet)."""
+        in a new generate() call (whose sampler has picked no tokens yet). The run of flagged
+        steps goes on: the next step raises a flag only if its P(<rf>) is higher still."""
         self.position = position
         self.text_so_far = text
         self._in_episode = True

@@ -8,7 +8,10 @@ from .errors import ArgumentTypeError, ConfigError
 from .events import Action, Flag
 
 PolicyFn = Callable[[Flag], Action]
-"""A custom policy: receives the :class:`Flag` and returns "halt", "continue" or "reflect"."""
+"""A custom policy: receives the :class:`Flag` and returns "halt", "continue" or "reflect".
+
+It is asked at the first step of a run of consecutive flagged steps and again at each step of
+the run whose P(<rf>) is above the highest P(<rf>) it was asked about in that run."""
 
 PolicyLike = Union[Action, PolicyFn]
 

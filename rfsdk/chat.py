@@ -9,13 +9,13 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 
-from ._async_bridge import events_in_thread
+from ._async_bridge import EventsInThread, cancel_turns_read_here
 from ._engine import ModelRunner, OnFlag, OnToken, TurnEngine, TurnSettings, check_turn_args
 from ._history import check_history, model_history, read_history, write_history
 from .classifiers.base import Classifier, ClassifierLike, as_classifier
@@ -25,6 +25,7 @@ from .config import merged_cross_check_config, merged_guard_config
 from ._cross_check import CrossCheckMode
 from .errors import ChatClosedError, ConfigError
 from .events import EndEvent, Event, Message, Reply
+from ._turn_stream import RunningTurns, TurnStream
 from ._loading import load_model
 from ._model_lock import lock_for
 from ._policies import PolicyLike, resolve_policy
@@ -44,7 +45,9 @@ class GuardedChat:
     (``threshold``, ``flag_sampled``, ``check_prefill``, ``policy``, ``refusal``,
     ``max_reflections``; those given replace the config's); each is also a settable
     property. By default the guard fires when P(<rf>) reaches the model's calibrated
-    ``rf.threshold`` and halts the reply.
+    ``rf.threshold`` and halts the reply. The policy is asked at the first step of a run of
+    consecutive flagged steps and again whenever P(<rf>) rises above the highest P(<rf>) it was
+    asked about in that run (so a policy that scales with ``flag.probability`` sees the peak).
 
     ``classifier`` (an :mod:`rfsdk.classifiers` classifier or a function
     ``(prompt, reply) -> Verdict | bool | score``) cross-checks the guard as ``cross_check``
@@ -66,8 +69,10 @@ class GuardedChat:
 
     Bad settings raise :class:`rfsdk.ConfigError`. Every method may be called from any
     thread; turns on one model are serialised (chats sharing one ``Llama`` share its lock).
-    ``cancel()`` stops the running turn within one token. ``close()`` (or ``with``) frees
-    the classifier threads and a model rfsdk loaded.
+    A turn starts at its stream's first read and holds the model until its end has been
+    read, also while the caller holds the stream between reads; ``cancel()`` ends the chat's
+    started turns (see :meth:`cancel`, :meth:`stream`, :meth:`astream`). ``close()`` (or
+    ``with``) frees the classifier threads and a model rfsdk loaded.
     """
 
     def __init__(
@@ -130,9 +135,8 @@ class GuardedChat:
         self.classifier = classifier
         self._history: list[Message] = []
         self._lock = lock_for(self.llm)
-        self._cancels: set[threading.Event] = set()
-        # Re-entrant: rfchat's Ctrl-C handler calls cancel() on the thread that may hold it.
-        self._cancels_lock = threading.RLock()
+        self._cancels = RunningTurns()
+        """The turns that have started and not ended: what cancel() reaches."""
 
     @classmethod
     def from_default(cls, *, progress: Callable[[str, int, int], None] | None = None, **kwargs: Any) -> GuardedChat:
@@ -256,18 +260,28 @@ class GuardedChat:
     # ----- turns ----------------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Stop the running (or queued) turns of this chat; safe from any thread."""
-        with self._cancels_lock:
-            for event in self._cancels:
-                event.set()
+        """End this chat's turns that have started and not ended; safe from any thread.
+
+        A turn starts at its stream's first read, so a stream not yet read is not touched
+        (it runs normally when read). A running turn stops within one token; one waiting for
+        the model ends when it gets it, before its prompt is evaluated; one held between
+        reads (``s = chat.stream(...); next(s)``, or an ``astream`` left unread) ends at once
+        and releases the model, and its stream's next read gives the end. Either way the
+        history gets the turn with the reply so far and ``finish_reason="cancelled"`` (a
+        reply already halted keeps the refusal and "halt").
+        """
+        self._cancels.cancel()
 
     def stream(self, message: str, *, prefill: str = "", max_tokens: int | None = None) -> Iterator[Event]:
         """Send ``message`` and yield events: tokens, flags, notices, errors, then one end.
 
         ``prefill`` starts the assistant's reply with the given text (the model
-        continues from it; it is part of the reply text).
+        continues from it; it is part of the reply text). The arguments are checked now;
+        the turn starts at the first read (it then waits for the model) and holds the model
+        until its end has been read, the stream is closed or dropped, or :meth:`cancel`
+        ends it.
         """
-        return self._open(message, prefill, max_tokens)[0]
+        return self._open(message, prefill, max_tokens)
 
     def send(self, message: str, *, prefill: str = "", max_tokens: int | None = None) -> Reply:
         """Send ``message`` and return the whole :class:`Reply`."""
@@ -279,10 +293,19 @@ class GuardedChat:
         return end.reply()
 
     async def astream(self, message: str, *, prefill: str = "", max_tokens: int | None = None) -> AsyncIterator[Event]:
-        """:meth:`stream` for asyncio: the model runs in a worker thread, never in the loop."""
-        events, cancel = self._open(message, prefill, max_tokens)
-        async for event in events_in_thread(events, cancel):
-            yield event
+        """:meth:`stream` for asyncio: the model runs in a worker thread, never in the loop.
+
+        The turn advances only as it is read (the worker reads at most one event ahead), and
+        is cancelled when the stream is left: ``aclose()``, an exception or a cancelled task
+        in ``async for``, or the stream garbage-collected after a ``break``; also when the
+        task that last read it starts another turn on the same model, and by :meth:`cancel`.
+        """
+        events = EventsInThread(self._open(message, prefill, max_tokens), self._lock)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            events.leave()  # nothing left to do once the end was read
 
     async def asend(self, message: str, *, prefill: str = "", max_tokens: int | None = None) -> Reply:
         """:meth:`send` for asyncio."""
@@ -293,32 +316,35 @@ class GuardedChat:
         assert end is not None
         return end.reply()
 
-    def _open(self, message: str, prefill: str, max_tokens: int | None) -> tuple[Iterator[Event], threading.Event]:
+    def _open(self, message: str, prefill: str, max_tokens: int | None) -> TurnStream:
         if self._closed:
             raise ChatClosedError("This chat was closed; create a new GuardedChat to go on chatting.")
         check_turn_args(message, prefill, max_tokens)
-        cancel = threading.Event()
-        with self._cancels_lock:
-            self._cancels.add(cancel)
-        return self._turn(message, prefill, max_tokens, cancel), cancel
+        return TurnStream(lambda cancel, ended: self._turn(message, prefill, max_tokens, cancel, ended), self._cancels)
 
-    def _turn(self, message: str, prefill: str, max_tokens: int | None, cancel: threading.Event) -> Iterator[Event]:
-        try:
-            with self._lock.hold():
-                if self._closed:
-                    raise ChatClosedError("This chat was closed while the turn waited for the model.")
-                engine = TurnEngine(
-                    self._model,
-                    self._settings(),
-                    model_history(self._history, self.halted_context),
-                    pool=self._classifier_pool() if self._classifier is not None else None,
-                    cancel=cancel,
-                    record=self._record,
-                )
-                yield from engine.events(message, prefill, max_tokens)
-        finally:
-            with self._cancels_lock:
-                self._cancels.discard(cancel)
+    def _turn(
+        self, message: str, prefill: str, max_tokens: int | None, cancel: threading.Event, ended: list[Reply]
+    ) -> Generator[Event, None, None]:
+        # Blocking code on an event loop's thread: that loop's async turns on this model
+        # cannot be read on while this turn waits for the model, so they end first.
+        cancel_turns_read_here(self._lock, blocking=True)
+
+        def record(user: Message, reply: Reply) -> None:
+            self._record(user, reply)
+            ended.append(reply)
+
+        with self._lock.hold():
+            if self._closed:
+                raise ChatClosedError("This chat was closed while the turn waited for the model.")
+            engine = TurnEngine(
+                self._model,
+                self._settings(),
+                model_history(self._history, self.halted_context),
+                pool=self._classifier_pool() if self._classifier is not None else None,
+                cancel=cancel,
+                record=record,
+            )
+            yield from engine.events(message, prefill, max_tokens)
 
     def _settings(self) -> TurnSettings:
         return TurnSettings(

@@ -80,7 +80,9 @@ class GuardConfig(_Config):
             False judges only what follows the prefill.
         policy: "halt" (the reply becomes ``refusal``), "continue" (record the flag, keep
             <rf> out of the context, go on), "reflect" (put <rf> into the context and let the
-            model go on), or a callable ``Flag -> action``.
+            model go on), or a callable ``Flag -> action``. It is asked at the first step of
+            a run of consecutive flagged steps and again at every step of the run whose
+            P(<rf>) is above the highest P(<rf>) it was already asked about in the run.
         refusal: the reply text of a halted turn.
         max_reflections: how many times one turn may reflect; later "reflect" answers
             count as "continue".

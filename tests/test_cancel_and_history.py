@@ -1,14 +1,18 @@
 """Cancelling in every phase of a turn, and the history after halts, cancels and failures.
 
-Phases: queued behind another turn, before the prompt is evaluated, during prompt
-evaluation (cancel() from inside ``Llama.eval``), mid-stream, inside the policy and the
-flag callback, and after the end. After each the history holds the turn once (user message,
-then the reply so far with its finish reason) and the chat goes on normally. rfchat's
-/save then /load (cli/commands.py through a Session) restores such a history exactly.
+Phases: before the stream is read (no turn yet: the cancel does not reach it), queued behind
+another turn (the prompt is not evaluated), during prompt evaluation (cancel() from inside
+``Llama.eval``), mid-stream, inside the policy and the flag callback, held between reads
+(sync and async), abandoned (async), and after the end. After each the history holds the turn
+once (user message, then the reply so far with its finish reason) and the chat goes on
+normally. rfchat's /save then /load (cli/commands.py through a Session) restores such a history
+exactly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import threading
 import time
 from pathlib import Path
@@ -59,21 +63,20 @@ def _assert_consistent_and_goes_on(chat: GuardedChat, last: tuple[str, str | Non
     assert chat.history[: len(history)] == history
 
 
-def test_cancel_before_the_turn_starts(chat, monkeypatch):
-    events = chat.stream("count", prefill=DEMO_ENDLESS_PREFILL)
+def test_streams_never_read_hold_nothing_and_a_later_cancel_does_not_reach_them(chat):
+    unread = [chat.stream("count", prefill=DEMO_ENDLESS_PREFILL) for _ in range(99)]
+    later = chat.stream("hello")
+    assert len(chat._cancels) == 0  # a turn belongs to its stream only once it starts
     chat.cancel()
-
-    def no_evaluation(tokens):
-        raise AssertionError("the prompt of a turn cancelled before it starts was evaluated")
-
-    monkeypatch.setattr(chat.llm, "eval", no_evaluation)
-    end = list(events)[-1]
-    monkeypatch.undo()
-    assert (end.text, end.finish_reason, end.usage.completion_tokens) == (DEMO_ENDLESS_PREFILL, "cancelled", 0)
-    _assert_consistent_and_goes_on(chat, ("count", DEMO_ENDLESS_PREFILL, "cancelled"))
+    assert [e for e in later if isinstance(e, EndEvent)][0].finish_reason == "stop"  # not pre-cancelled
+    assert chat.send("hi").finish_reason == "stop"
+    del unread
+    gc.collect()
+    assert [m.content for m in chat.history] == ["hello", DEMO_BENIGN_REPLY, "hi", DEMO_BENIGN_REPLY]
+    assert len(chat._cancels) == 0
 
 
-def test_cancel_while_queued_behind_another_turn(llm):
+def test_cancel_while_queued_behind_another_turn(llm, monkeypatch):
     first, second = GuardedChat(llm, sampling=GREEDY), GuardedChat(llm, sampling=GREEDY)
     running = first.stream("count", prefill=DEMO_ENDLESS_PREFILL)
     next(running)  # the first chat now holds the model
@@ -83,8 +86,14 @@ def test_cancel_while_queued_behind_another_turn(llm):
     while not second._cancels:  # the second turn is registered, and waits for the model
         time.sleep(0.001)
     second.cancel()
+
+    def no_evaluation(tokens):
+        raise AssertionError("the prompt of a turn cancelled while queued was evaluated")
+
+    monkeypatch.setattr(llm, "eval", no_evaluation)
     running.close()
     waiting.join(timeout=30)
+    monkeypatch.undo()
     assert [e.finish_reason for e in ends] == ["cancelled"]
     _assert_consistent_and_goes_on(first, ("count", None, "cancelled"))
     _assert_consistent_and_goes_on(second, ("hi", "", "cancelled"))
@@ -228,8 +237,6 @@ def test_a_failing_policy_or_flag_callback_fails_closed(llm, fails):
 
 
 def test_leaving_an_astream_early_cancels_that_turn_only(llm):
-    import asyncio
-
     entered, gate = threading.Event(), threading.Event()
 
     def hold_the_first_turn(event: TokenEvent) -> None:
@@ -253,6 +260,121 @@ def test_leaving_an_astream_early_cancels_that_turn_only(llm):
 
     other = asyncio.run(scenario())
     assert (other.text, other.finish_reason) == (DEMO_BENIGN_REPLY, "stop")
+    assert [m.finish_reason for m in chat.history] == [None, "cancelled", None, "stop"]
+
+
+def test_cancel_from_another_thread_ends_a_held_turn_and_frees_the_model(llm):
+    chat, neighbour = GuardedChat(llm, sampling=GREEDY), GuardedChat(llm, sampling=GREEDY)
+    held = chat.stream("count", prefill=DEMO_ENDLESS_PREFILL)
+    first = next(held)  # the turn holds the model, and this thread reads no further for now
+    assert first.kind == "token"
+    replies: list = []
+    queued = threading.Thread(target=lambda: replies.append(neighbour.send("hello")))
+    queued.start()  # a chat sharing the model waits for it
+    try:
+        queued.join(timeout=1.0)
+        assert queued.is_alive() and not replies
+        threading.Thread(target=chat.cancel).start()
+        queued.join(timeout=30)
+        assert not queued.is_alive()
+    except BaseException:
+        held.close()  # a failure must not leave the model held for the tests after this one
+        raise
+    assert (replies[0].text, replies[0].finish_reason) == (DEMO_BENIGN_REPLY, "stop")
+    rest = list(held)  # read on, the held stream ends cleanly with the cancelled end
+    cut = DEMO_ENDLESS_PREFILL + first.text
+    assert [(e.kind, e.finish_reason, e.text) for e in rest] == [("end", "cancelled", cut)]
+    assert list(held) == [] and not chat._cancels
+    same_chat = threading.Thread(target=lambda: replies.append(chat.send("hello")))
+    same_chat.start()  # this chat's own next turn, from another thread
+    same_chat.join(timeout=30)
+    assert (replies[1].text, replies[1].finish_reason) == (DEMO_BENIGN_REPLY, "stop")
+    assert [(m.content, m.finish_reason) for m in chat.history[:2]] == [("count", None), (cut, "cancelled")]
+    _assert_consistent_and_goes_on(chat, ("hello", DEMO_BENIGN_REPLY, "stop"))
+
+
+def test_reading_the_end_releases_the_model_at_once(llm):
+    chat, neighbour = GuardedChat(llm, sampling=GREEDY), GuardedChat(llm, sampling=GREEDY)
+    events = chat.stream("hello")
+    for end in events:
+        if isinstance(end, EndEvent):
+            break  # the stream is kept, and not read past its end
+    assert end.finish_reason == "stop" and not chat._cancels
+    assert neighbour.send("hello").text == DEMO_BENIGN_REPLY  # same thread: the model is free
+
+
+LONG = SamplingConfig(temperature=0.0, max_tokens=3000)
+
+
+def _leave_after_one_token(agen) -> asyncio.Future:
+    async def read_one():
+        async for event in agen:
+            if event.kind == "token":
+                return event  # leaves the loop without aclose()
+
+    return asyncio.ensure_future(read_one())
+
+
+def test_an_abandoned_astream_is_cancelled_and_does_not_block_the_next_asend(llm):
+    chat = GuardedChat(llm, sampling=LONG)
+
+    async def scenario():
+        agen = chat.astream("count", prefill=DEMO_ENDLESS_PREFILL)
+        async for event in agen:
+            if event.kind == "token":
+                break  # left without aclose()
+        await asyncio.sleep(0.5)  # an astream left unread does not run on
+        del agen
+        gc.collect()
+        started = time.perf_counter()
+        reply = await asyncio.wait_for(chat.asend("hello"), 60)
+        return reply, time.perf_counter() - started
+
+    reply, waited = asyncio.run(scenario())
+    assert (reply.text, reply.finish_reason) == (DEMO_BENIGN_REPLY, "stop") and waited < 10
+    abandoned = chat.history[1]
+    assert abandoned.finish_reason == "cancelled"
+    # the reply so far: the token read, and at most one more that the worker read ahead
+    assert abandoned.content in [DEMO_ENDLESS_PREFILL + DEMO_ENDLESS_PIECE * n for n in (1, 2)]
+    assert not chat._cancels
+
+
+def test_a_task_starting_another_turn_cancels_the_astream_it_left(llm):
+    chat = GuardedChat(llm, sampling=LONG)
+
+    async def scenario():
+        agen = chat.astream("count", prefill=DEMO_ENDLESS_PREFILL)
+        async for event in agen:
+            if event.kind == "token":
+                break  # left without aclose(), and still referenced
+        reply = await asyncio.wait_for(chat.asend("hello"), 60)
+        rest = [event async for event in agen]
+        return reply, rest
+
+    reply, rest = asyncio.run(scenario())
+    assert (reply.text, reply.finish_reason) == (DEMO_BENIGN_REPLY, "stop")
+    assert rest[-1].kind == "end" and rest[-1].finish_reason == "cancelled" and len(rest) <= 2
+    assert [m.finish_reason for m in chat.history] == [None, "cancelled", None, "stop"]
+    assert len(chat.history[1].content) <= len(DEMO_ENDLESS_PREFILL + DEMO_ENDLESS_PIECE * 2)
+
+
+def test_a_blocking_turn_on_the_loops_thread_cancels_the_astream_it_would_wait_for(llm):
+    chat = GuardedChat(llm, sampling=LONG)
+    replies: list = []
+
+    async def scenario():
+        agen = chat.astream("count", prefill=DEMO_ENDLESS_PREFILL)
+        await _leave_after_one_token(agen)  # read in another task, which has ended
+        replies.append(chat.send("hello"))  # blocks the loop: that astream can never be read on
+        await agen.aclose()
+
+    runner = threading.Thread(target=asyncio.run, args=(scenario(),))
+    runner.start()
+    runner.join(timeout=60)
+    if runner.is_alive():  # deadlocked: free it, then fail
+        chat.cancel()
+        runner.join(timeout=30)
+    assert replies and (replies[0].text, replies[0].finish_reason) == (DEMO_BENIGN_REPLY, "stop")
     assert [m.finish_reason for m in chat.history] == [None, "cancelled", None, "stop"]
 
 
