@@ -26,7 +26,7 @@ from .model_source import cache_dir, default_base_model_path
 _DEMO_FILE = "rfsdk-demo-v1.gguf"
 ADAPTER_FILE = "smollm2-135m-rf.safetensors"
 """The shipped adapter, in the package folder ``rfsdk/data``."""
-ADAPTER_SHA256 = "c3e45b711f4d790e7b65be527cf71f215a68dae5dc4e6ba507496e033575ad53"
+ADAPTER_SHA256 = "a64b90bc18edc6b760f8e0e7a72438372e44c01552d2c36fa1c0eafac605109b"
 """sha256 of the shipped adapter, checked before it is applied."""
 
 Progress = Callable[[str, int, int], None]
