@@ -12,9 +12,11 @@ flagged). Policies: the three names, callables that return junk, raise any excep
 * an exception the policy raised that is not an ``Exception`` (Ctrl-C) reaches the caller
   only after the turn is closed, and the chat answers the next turn.
 
-Random llama_kwargs values are fuzzed in subprocesses (test_fuzz_llama_kwargs.py), history
-files in test_error_contract.py and test_rfchat.py. CI runs 150 examples (derandomized);
-``--long`` runs 2,000 random ones.
+Random history files (JSON of any shape, nested deeply, with lone surrogates, or raw bytes)
+load whole or not at all: a refused file is an RfsdkError that leaves the chat as it was, and
+a loaded one is a history the next ``send`` accepts. Random llama_kwargs values are fuzzed in
+subprocesses (test_fuzz_llama_kwargs.py). CI runs 150 and 200 examples (derandomized);
+``--long`` runs 2,000 random ones each.
 """
 
 from __future__ import annotations
@@ -147,3 +149,61 @@ def test_random_policies_thresholds_and_sampling_fail_closed(chat, long_mode, ca
     with capsys.disabled():
         print(f"\n{sum(outcomes.values())} outcomes: " + ", ".join(f"{k} {v}" for k, v in outcomes.most_common()))
     assert outcomes["threshold accepted"] > 20 and any("flagged" in k for k in outcomes)
+
+
+_TEXT = st.text(st.characters(codec=None), max_size=40) | st.sampled_from(["", " ", "\ud800", "<|im_start|>", "hi", "bomb"])
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+_MESSAGE = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "tool", ""]) | _VALUES, "content": _TEXT | _VALUES},
+    optional={"flagged": st.booleans() | _VALUES, "finish_reason": st.sampled_from(["stop", "halt", "length", "x"]) | _VALUES,
+              "extra": _VALUES},
+)
+_EXCHANGES = st.lists(st.tuples(_TEXT, _TEXT), min_size=1, max_size=3).map(
+    lambda pairs: [m for user, reply in pairs for m in ({"role": "user", "content": user}, {"role": "assistant", "content": reply})]
+)
+_HISTORY_FILE = st.one_of(
+    st.fixed_dictionaries({"messages": _EXCHANGES}, optional={"system": _TEXT}),
+    st.fixed_dictionaries({"messages": st.lists(_MESSAGE, max_size=5)}, optional={"system": _TEXT | _VALUES, "x": _VALUES}),
+    _VALUES,
+)
+
+
+def test_random_history_files_load_whole_or_not_at_all(chat, long_mode, tmp_path_factory, capsys):
+    import json
+
+    folder = tmp_path_factory.mktemp("histories")
+    outcomes: collections.Counter = collections.Counter()
+
+    @settings(max_examples=2000 if long_mode else 200, derandomize=not long_mode, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(content=_HISTORY_FILE, nesting=st.integers(0, 3), raw=st.binary(max_size=40), use_raw=st.integers(0, 9))
+    def run(content, nesting: int, raw: bytes, use_raw: int) -> None:
+        path = folder / "history.json"
+        if use_raw == 0:
+            path.write_bytes(raw)
+        else:
+            text = json.dumps(content, ensure_ascii=True)
+            path.write_text("[" * 10**nesting * (nesting == 3) + text, encoding="utf-8")
+        chat.reset()
+        chat.policy, chat.threshold, chat.sampling = "halt", None, SamplingConfig(temperature=0.0, max_tokens=8)
+        before = (chat.system, chat.history)
+        try:
+            chat.load_history(path)
+        except RfsdkError:
+            assert (chat.system, chat.history) == before, "a refused history file changed the chat"
+            outcomes["refused"] += 1
+            return
+        outcomes["loaded"] += 1
+        reply = chat.send("hello")  # a loaded history is one send accepts: no error blames the new message
+        assert reply.finish_reason in ("stop", "length", "halt"), reply
+        chat.save_history(folder / "saved.json")
+        assert not list(folder.glob("*.tmp"))
+
+    run()
+    with capsys.disabled():
+        print("\nhistory files: " + ", ".join(f"{k} {v}" for k, v in outcomes.most_common()))
+    assert outcomes["refused"] and outcomes["loaded"]
