@@ -54,8 +54,11 @@ class SamplingConfig(_Config):
     """How reply tokens are sampled. ``temperature=0`` is greedy decoding.
 
     ``seed`` makes a chat's sampled replies repeatable: the same seed and the same messages
-    give the same conversation. Without one, every chat samples differently.
+    give the same conversation. Without one, every chat samples differently. Every number must
+    be finite (``temperature=inf`` is refused, not sampled from).
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
