@@ -44,6 +44,29 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
 
 
+def _timed_steps(steps: int, device, one_step) -> tuple[int, list[float]]:
+    """Run ``one_step`` once to warm up, then ``steps`` more times, timed.
+
+    Returns the RSS (kB) before the warm-up step and each timed step's seconds; the peak
+    counters (RSS high-water mark, CUDA peak) are reset before the warm-up step.
+    """
+    import torch
+
+    _reset_peak()
+    before_kb = _rss_kb("VmRSS")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds = []
+    for step in range(steps + 1):
+        started = time.perf_counter()
+        one_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step:
+            seconds.append(time.perf_counter() - started)
+    return before_kb, seconds
+
+
 def _examples(tokenizer, batch: int, max_len: int, seed: int):
     import random
 
@@ -73,7 +96,6 @@ def _side(side: str, args: argparse.Namespace) -> dict:
     if args.gradient_checkpointing:
         enable_checkpointing(model)
     model.to(device)
-    step_seconds: list[float] = []
     if side == "rf-train":
         import random
 
@@ -89,22 +111,15 @@ def _side(side: str, args: argparse.Namespace) -> dict:
         items = [HarmfulItem(h.prompt, h.answer, sample_position(len(h.answer), config, rng)) for h in harmful]
         pairs = [(b.prompt, b.answer) for b in benign]
         rf.model.train()
-        for step in range(args.steps + 1):  # the step rf-train fit's loop takes, on this fixed batch
-            if step == 0:
-                _reset_peak()
-                before_kb = _rss_kb("VmRSS")
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-            started = time.perf_counter()
+
+        def one_step() -> None:  # the step rf-train fit's loop takes, on this fixed batch
             optimizer.zero_grad()
             with rf.autocast():
                 loss = sum(total(terms, LossWeights()) for terms in batch_terms(rf, items, pairs)) / args.batch_size
             loss.backward()
             optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if step:
-                step_seconds.append(time.perf_counter() - started)
+
+        before_kb, step_seconds = _timed_steps(args.steps, device, one_step)
         rows = sum(r.numel() for r in rf.rows)
         matrices = model.get_input_embeddings().weight.numel() * len(rf.rows)
         extra = {"rf_row_optimizer_values": 2 * rows, "embedding_optimizer_values_if_whole_matrix": 2 * matrices}
@@ -126,20 +141,13 @@ def _side(side: str, args: argparse.Namespace) -> dict:
             labels[row, len(p) : len(p) + len(a)] = torch.tensor(a)
         ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
         model.train()
-        for step in range(args.steps + 1):
-            if step == 0:
-                _reset_peak()
-                before_kb = _rss_kb("VmRSS")
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-            started = time.perf_counter()
+
+        def one_step() -> None:
             optimizer.zero_grad()
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if step:
-                step_seconds.append(time.perf_counter() - started)
+
+        before_kb, step_seconds = _timed_steps(args.steps, device, one_step)
         extra = {}
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else (_rss_kb("VmHWM") - before_kb) / 1024)
     return {
