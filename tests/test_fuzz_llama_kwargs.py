@@ -26,7 +26,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 from demo_lora import bad_loras, write_lora
-from test_fuzz_loader import _bad, _layout, _random_cases, _truncation_cases, outcome_table, run_cases
+from test_fuzz_loader import _bad, _layout, _random_cases, _truncation_cases, mutated_bytes, outcome_table, run_cases
 
 SETTINGS = sorted(
     name
@@ -80,14 +80,8 @@ def _lora_values(folder: Path, rng: random.Random, n_mutated: int) -> list[str]:
     lay = _layout(good)
     mutated = _random_cases(lay, base, rng, n_mutated) + rng.sample(_truncation_cases(lay, step=1 << 30), 8)
     for i, case in enumerate(mutated):
-        data = bytearray(base)
-        for offset, hexbytes in case["patches"]:
-            patch = bytes.fromhex(hexbytes)
-            data[offset : offset + len(patch)] = patch
-        if case["truncate"] is not None:
-            del data[case["truncate"] :]
         path = folder / f"mutated-{i}.gguf"
-        path.write_bytes(bytes(data))
+        path.write_bytes(mutated_bytes(base, case))
         paths.append(path)
     return [str(p) for p in paths] + [str(folder), str(folder / "missing.gguf"), "", "~/no-such-lora.gguf"]
 

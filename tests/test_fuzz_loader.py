@@ -49,6 +49,17 @@ import pytest
 # ----- the worker (runs in a subprocess) --------------------------------------------------------
 
 
+def mutated_bytes(base: bytes, case: dict) -> bytes:
+    """``base`` with a case's byte patches applied and, if it says so, truncated."""
+    data = bytearray(base)
+    for offset, hexbytes in case["patches"]:
+        patch = bytes.fromhex(hexbytes)
+        data[offset : offset + len(patch)] = patch
+    if case["truncate"] is not None:
+        del data[case["truncate"] :]
+    return bytes(data)
+
+
 def _worker(cases_file: str, base_file: str, scratch_dir: str) -> None:
     from rfsdk import GuardedChat, RfsdkError, SamplingConfig
     from rfsdk.demo_model import DEMO_BENIGN_REPLY
@@ -59,16 +70,11 @@ def _worker(cases_file: str, base_file: str, scratch_dir: str) -> None:
     sampling = SamplingConfig(temperature=0.0, max_tokens=8)
     for n, case in enumerate(cases):
         print(json.dumps({"start": case["id"]}), flush=True)
-        data = bytearray(base)
-        for offset, hexbytes in case["patches"]:
-            patch = bytes.fromhex(hexbytes)
-            data[offset : offset + len(patch)] = patch
-        if case["truncate"] is not None:
-            del data[case["truncate"] :]
+        data = mutated_bytes(base, case)
         # A new file for every case (llama.cpp mmaps the last one), named by process: workers
         # run side by side in one scratch folder.
         path = scratch / f"case-{os.getpid()}-{n}.gguf"
-        path.write_bytes(bytes(data))
+        path.write_bytes(data)
         stage = "load"
         chat = None
         try:
