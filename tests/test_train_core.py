@@ -127,6 +127,37 @@ def test_a_padded_batch_gives_each_example_its_own_terms(tied):
         assert got == pytest.approx(reference_terms(rf, h, k, b), rel=1e-4, abs=1e-6)
 
 
+def test_the_batched_loss_has_the_gradients_of_its_definition():
+    """The loss never stores a log-softmax of the trained logits; its gradients must still be the definition's."""
+    import torch.nn.functional as F
+
+    from rfsdk.train.loss import HarmfulItem, batch_terms
+
+    rf, _ = tiny()
+    with torch.no_grad():
+        for lora in rf.loras.values():
+            lora.lora_b.normal_(std=0.1)
+    h, b = TokenizedExample([1, 2, 3], [41, 42, 43, 44, 45]), TokenizedExample([1, 2, 4], [11, 12, 13, 14])
+    trained = rf.trainable()
+
+    def gradients(loss: torch.Tensor) -> list[torch.Tensor]:
+        return [g.clone() for g in torch.autograd.grad(loss, trained)]
+
+    batched = batch_terms(rf, [HarmfulItem(h.prompt, h.answer, 2)], [(b.prompt, b.answer)])
+    got = gradients(sum(value for terms in batched for value in terms.values()))
+    logits = rf.logits(h.prompt + h.answer[:2] + [rf.rf_id] + h.answer[2:]).log_softmax(-1)
+    base = rf.base_logits(h.prompt + h.answer).log_softmax(-1)
+    benign = rf.logits(b.prompt + b.answer).log_softmax(-1)
+    benign_base = rf.base_logits(b.prompt + b.answer).log_softmax(-1)
+    definition = (
+        -logits[4, rf.rf_id]
+        + F.kl_div(logits[5:8], base[4:7], log_target=True, reduction="batchmean")
+        + F.kl_div(benign[2:6], benign_base[2:6], log_target=True, reduction="batchmean")
+    )
+    for ours, theirs in zip(got, gradients(definition)):
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-7)
+
+
 def test_bf16_and_gradient_checkpointing_train_like_fp32():
     harmful, benign = data()
     config = TrainConfig(steps=3, batch_size=2, lr=3e-3, rf_lr=3e-2)

@@ -10,6 +10,9 @@ The sequences of a batch are right-padded into one tensor with an attention mask
 trained network runs once over all of them and the frozen base (adapters off, no
 gradients) once over those the KL needs. Logits are computed only at the positions a term
 reads, so memory grows with the answer tokens, not with sequence length times vocabulary.
+No log-softmax of the trained logits is stored: KL(base ‖ model) at a position is
+``Σ p·log p − Σ p·z + logsumexp(z)`` with ``p`` the base's probabilities and ``z`` the trained
+logits, so a position keeps only ``z`` and ``p`` for the backward pass.
 """
 
 from __future__ import annotations
@@ -72,13 +75,23 @@ def span_logits(rf: RfModel, sequences: Sequence[list[int]], spans: Sequence[_Sp
     return rf.model.get_output_embeddings()(hidden[rows, columns]).float()
 
 
-def _log_probs(logits: torch.Tensor, spans: Sequence[_Span]) -> list[torch.Tensor]:
-    return list(torch.split(F.log_softmax(logits, dim=-1), [s.length for s in spans]))
+@dataclass(frozen=True)
+class _BaseTargets:
+    """The frozen base at one span: its probabilities, and Σ p·log p at each position (the KL's constant part)."""
+
+    probs: torch.Tensor  # [positions, vocab]
+    neg_entropy: torch.Tensor  # [positions]
 
 
-def _kl(base: torch.Tensor, model: torch.Tensor) -> torch.Tensor:
-    """Mean over positions of KL(base || model), from log-probabilities."""
-    return F.kl_div(model, base, log_target=True, reduction="batchmean")
+def _kl(base: _BaseTargets, logits: torch.Tensor, log_normaliser: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(base || model), from the trained ``logits`` and their log-sum-exp."""
+    return (base.neg_entropy - _row_dots(base.probs, logits) + log_normaliser).mean()
+
+
+def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(-1)`` for ``[positions, vocab]`` tensors, without a ``[positions, vocab]`` temporary."""
+    with torch.autocast(a.device.type, enabled=False):  # float32, as the logits are, under a bfloat16 autocast too
+        return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
 def batch_terms(rf: RfModel, harmful: Sequence[HarmfulItem], benign: Sequence[tuple[list[int], list[int]]]) -> list[dict[str, torch.Tensor]]:
@@ -108,26 +121,32 @@ def batch_terms(rf: RfModel, harmful: Sequence[HarmfulItem], benign: Sequence[tu
         base_spans.append(_Span(len(base), span.start, span.length))
         base.append(prompt + answer)
     # The base first: its forward pass then runs while none of the trained pass's activations are kept.
-    base_lp = iter(_base_log_probs(rf, base, base_spans) if base else [])
-    model_lp = _log_probs(span_logits(rf, trained, trained_spans), trained_spans)
+    base_targets = iter(_base_targets(rf, base, base_spans) if base else [])
+    logits = span_logits(rf, trained, trained_spans)
+    lengths = [s.length for s in trained_spans]
+    spans = list(zip(torch.split(logits, lengths), torch.split(torch.logsumexp(logits, dim=-1), lengths)))
     terms = []
-    for item, lp in zip(harmful, model_lp):
-        term = {"rf": -lp[0, rf.rf_id]}
+    for item, (z, lse) in zip(harmful, spans[: len(harmful)]):
+        term = {"rf": lse[0] - z[0, rf.rf_id]}  # -log P(<rf>) at the inserted position
         if item.answer:
-            term["after_kl"] = _kl(next(base_lp), lp[1:])
+            term["after_kl"] = _kl(next(base_targets), z[1:], lse[1:])
         terms.append(term)
-    for lp in model_lp[len(harmful):]:
-        terms.append({"benign_kl": _kl(next(base_lp), lp)})
+    for z, lse in spans[len(harmful):]:
+        terms.append({"benign_kl": _kl(next(base_targets), z, lse)})
     return terms
 
 
 @torch.no_grad()
-def _base_log_probs(rf: RfModel, sequences: Sequence[list[int]], spans: Sequence[_Span]) -> list[torch.Tensor]:
-    """Log-probabilities of the frozen base (adapters off, <rf> never emitted) at ``spans``."""
+def _base_targets(rf: RfModel, sequences: Sequence[list[int]], spans: Sequence[_Span]) -> list[_BaseTargets]:
+    """The frozen base (adapters off, <rf> never emitted) at ``spans``: probabilities and Σ p·log p."""
     with adapters_disabled(rf.loras):
         logits = span_logits(rf, sequences, spans)
     logits[:, rf.rf_id] = NEVER_LOGIT
-    return _log_probs(logits, spans)
+    logits -= torch.logsumexp(logits, dim=-1, keepdim=True)  # log-probabilities, in place
+    probs = logits.exp()
+    neg_entropy = _row_dots(probs, logits)
+    return [_BaseTargets(p, h) for p, h in zip(torch.split(probs, [s.length for s in spans]),
+                                               torch.split(neg_entropy, [s.length for s in spans]))]
 
 
 def harmful_terms(rf: RfModel, prompt: list[int], answer: list[int], position: int) -> dict[str, torch.Tensor]:
