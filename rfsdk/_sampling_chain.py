@@ -25,6 +25,8 @@ def sample_probability(
         logits = repeat_penalized(logits, recent, sampling.repeat_penalty)
     x = float(logits[token])
     top = float(logits.max())
+    if not math.isfinite(top):  # the repeat penalty overflowed: what the sampler picks is unknown, so it may pick ``token``
+        return 1.0
     if sampling.temperature <= 0:
         return 1.0 if x >= top else 0.0
     n = logits.size
@@ -52,7 +54,8 @@ def repeat_penalized(logits: np.ndarray, recent: Sequence[int] | np.ndarray, pen
     out = np.array(logits, copy=True)
     ids = np.unique(np.asarray(recent, dtype=np.intp))
     values = out[ids]
-    out[ids] = np.where(values <= 0, values * penalty, values / penalty)
+    with np.errstate(divide="ignore", over="ignore"):  # an extreme penalty overflows to ±inf, as in llama.cpp's float32
+        out[ids] = np.where(values <= 0, values * penalty, values / penalty)
     return out
 
 

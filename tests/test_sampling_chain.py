@@ -86,6 +86,15 @@ def test_greedy_picks_only_the_argmax():
     assert [sample_probability(logits, i, greedy) for i in range(3)] == [0.0, 1.0, 0.0]
 
 
+def test_an_overflowing_repeat_penalty_counts_as_possibly_sampled():
+    # A positive float32 logit divided by a tiny penalty overflows to inf: the sampler's pick
+    # cannot be predicted, so the guard must treat <rf> as possibly sampled (fail closed), not NaN.
+    logits = np.array([30.0, 1.0, -2.0], dtype=np.float32)
+    sampling = SamplingConfig(repeat_penalty=1e-300)
+    with np.errstate(all="raise"):
+        assert sample_probability(logits, 2, sampling, recent=[0]) == 1.0
+
+
 @pytest.fixture(scope="module")
 def llm(demo_model_path):
     return llama_cpp.Llama(model_path=str(demo_model_path), n_ctx=512, verbose=False)
