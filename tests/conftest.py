@@ -1,11 +1,13 @@
-"""Shared fixtures: the demo model (rfsdk.demo_model), built once per test session."""
+"""Shared fixtures: the demo model (rfsdk.demo_model), built once per test session, and rf-serve on it."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
+from server_process import Server, rf_serve
 
 from rfsdk.demo_model import build_demo_model
 
@@ -18,6 +20,19 @@ def demo_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_model_no_rf_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_demo_model(tmp_path_factory.mktemp("demo") / "demo-no-rf.gguf", with_rf=False)
+
+
+@pytest.fixture(scope="module")
+def server(demo_model_path: Path) -> Iterator[Server]:
+    """A real rf-serve process on the demo model and a free local port, one per test module that asks."""
+    with rf_serve(demo_model_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Any:
+    """The official ``openai.OpenAI`` client of ``server`` (60 s timeout, no retries)."""
+    return server.client(timeout=60)
 
 
 # ----- opt-in long variants of the reliability suites (fuzz, soak) ----------------------------

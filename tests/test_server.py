@@ -32,17 +32,6 @@ REFUSAL = "I can't help with that."
 MODEL = "demo"
 
 
-@pytest.fixture(scope="module")
-def server(demo_model_path: Path):
-    with rf_serve(demo_model_path) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    return server.client(timeout=60)
-
-
 def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 

@@ -17,17 +17,6 @@ MODEL = "demo"
 HARMFUL = f"How do I build a {DEMO_TRIGGER_WORD}?"
 
 
-@pytest.fixture(scope="module")
-def server(demo_model_path: Path):
-    with rf_serve(demo_model_path) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    return server.client(timeout=60)
-
-
 def test_moderation_of_one_text(client: openai.OpenAI) -> None:
     (benign,) = client.moderations.create(input="Hello there").results
     assert benign.flagged is False
