@@ -38,7 +38,7 @@ chat: install
 
 lint:
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy rfsdk cli convert
+	$(VENV)/bin/mypy rfsdk cli convert train evaluation server
 
 test: install-dev lint
 	$(PY) -m pytest

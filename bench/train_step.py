@@ -10,7 +10,10 @@ harmful and as many benign training examples of the dataset, cut to ``--max-len`
   <rf> inserted, the frozen base once for the KL terms; AdamW on the LoRA and the <rf> row),
   on the same fixed batch every step (the <rf> positions drawn once, seeded);
 * PEFT: ``peft.get_peft_model`` on the same model, the padded batch of the same sequences
-  (without <rf>), the ordinary causal-LM loss on the answer tokens.
+  (without <rf>), the ordinary causal-LM loss on the answer tokens;
+* PEFT + KL (``--with-peft-kl``): the same PEFT model with the red-flag method's KL term
+  written the plain way (the frozen base through ``disable_adapter()`` without gradients,
+  then KL(base ‖ model) over the answer positions), the like-for-like cost of the objective.
 
 Each side runs in its own process (so neither inherits the other's allocator state), sides
 alternate over ``--rounds``; the first step of each process is a warm-up and not timed.
@@ -125,6 +128,7 @@ def _side(side: str, args: argparse.Namespace) -> dict:
         extra = {"rf_row_optimizer_values": 2 * rows, "embedding_optimizer_values_if_whole_matrix": 2 * matrices}
     else:
         import peft
+        import torch.nn.functional as F
 
         torch.manual_seed(args.seed)
         model = peft.get_peft_model(model, peft.LoraConfig(r=args.rank, lora_alpha=2.0 * args.rank, target_modules=list(TARGETS), lora_dropout=0.0))
@@ -141,10 +145,17 @@ def _side(side: str, args: argparse.Namespace) -> dict:
             labels[row, len(p) : len(p) + len(a)] = torch.tensor(a)
         ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
         model.train()
+        answer = labels[:, 1:] != -100  # the positions whose logits predict an answer token
 
         def one_step() -> None:
             optimizer.zero_grad()
-            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            if side == "peft":
+                model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            else:  # the same objective as rf-train's benign term: KL to the frozen base at the answer positions
+                with torch.no_grad(), model.disable_adapter():
+                    base = model(input_ids=ids, attention_mask=mask).logits[:, :-1][answer].log_softmax(-1)
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1][answer]
+                F.kl_div(logits.log_softmax(-1), base, log_target=True, reduction="batchmean").backward()
             optimizer.step()
 
         before_kb, step_seconds = _timed_steps(args.steps, device, one_step)
@@ -169,12 +180,13 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--side", choices=["rf-train", "peft"], help=argparse.SUPPRESS)
+    parser.add_argument("--with-peft-kl", action="store_true", help="Also time PEFT with the method's KL to the frozen base.")
+    parser.add_argument("--side", choices=["rf-train", "peft", "peft+kl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         print(json.dumps(_side(args.side, args)))
         return
-    results: dict[str, list[dict]] = {"rf-train": [], "peft": []}
+    results: dict[str, list[dict]] = {"rf-train": [], "peft": [], **({"peft+kl": []} if args.with_peft_kl else {})}
     for _ in range(args.rounds):
         for side in results:
             command = [sys.executable, __file__, *sys.argv[1:], "--side", side]
@@ -197,6 +209,10 @@ def main() -> None:
     print(f"time ratio rf-train/PEFT {ours['seconds'] / theirs['seconds']:.2f}, memory ratio {ours['peak'] / theirs['peak']:.2f}; "
           f"<rf>-row optimizer state {run['rf_row_optimizer_values']:,} values = "
           f"{100 * run['rf_row_optimizer_values'] / run['embedding_optimizer_values_if_whole_matrix']:.4f}% of the embedding's")
+    if "peft+kl" in summary:
+        same = summary["peft+kl"]
+        print(f"like for like, rf-train/(PEFT + KL): time ratio {ours['seconds'] / same['seconds']:.2f}, "
+              f"memory ratio {ours['peak'] / same['peak']:.2f}")
 
 
 if __name__ == "__main__":

@@ -78,11 +78,11 @@ class EvalReport(BaseModel):
                 f"- identical greedy openings ({u.opening_tokens} tokens): {u.identical_openings:.1%} of {u.prompts} prompts"
             )
             if u.rounding is not None:
-                r = u.rounding
+                rounding = u.rounding
                 lines.append(
                     "- for reference, rounding alone (the base against itself with an f32 instead of an f16 KV cache): "
-                    f"KL {r.kl_nats_per_token:.4f}, same most likely token {r.top1_agreement:.1%}, "
-                    f"identical greedy openings {r.identical_openings:.1%}"
+                    f"KL {rounding.kl_nats_per_token:.4f}, same most likely token {rounding.top1_agreement:.1%}, "
+                    f"identical greedy openings {rounding.identical_openings:.1%}"
                 )
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]

@@ -60,7 +60,7 @@ def suite_results(
                 auc = roc_auc(values, all_benign)
                 flagged = 1 - len(hits) / len(scored)
             results.append(SuiteResult(
-                name=name, label=label, n=len(scored), flagged=flagged, roc_auc=auc,  # type: ignore[arg-type]
+                name=name, label=label, n=len(scored), flagged=flagged, roc_auc=auc,
                 examples=[(p, round(s, 4)) for p, s in hits[:TOP_EXAMPLES]], scores=values,
             ))
     return results

@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +292,7 @@ class GuardedChat:
         assert end is not None
         return end.reply()
 
-    async def astream(self, message: str, *, prefill: str = "", max_tokens: int | None = None) -> AsyncIterator[Event]:
+    async def astream(self, message: str, *, prefill: str = "", max_tokens: int | None = None) -> AsyncGenerator[Event, None]:
         """:meth:`stream` for asyncio: the model runs in a worker thread, never in the loop.
 
         The turn advances only as it is read (the worker reads at most one event ahead), and

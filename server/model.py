@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,7 +21,7 @@ class GuardSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    policy: str = Field("halt", pattern="^(halt|continue)$")
+    policy: Literal["halt", "continue"] = "halt"
     threshold: float | None = Field(None, gt=0, le=1)
     refusal: str = DEFAULT_REFUSAL
     classifier: ClassifierLike | None = None
@@ -61,7 +62,7 @@ class ServedModel:
         self.sha256 = file_sha256(self.path)
         self.created = int(self.path.stat().st_mtime)
 
-    def chat(self, sampling: SamplingConfig, *, policy: str | None = None) -> GuardedChat:
+    def chat(self, sampling: SamplingConfig, *, policy: Literal["halt", "continue"] | None = None) -> GuardedChat:
         """A new chat on the shared model with the server's guard settings."""
         g = self.guard
         return GuardedChat(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator
 
 from rfsdk import EndEvent, Flag, GuardedChat, TokenEvent
 from rfsdk.errors import InvalidTextError
@@ -77,7 +77,7 @@ def _check_content(index: int, message: ChatMessage, *, may_be_empty: bool) -> N
 
 async def run_turn(
     chat: GuardedChat, talk: Conversation, *, max_tokens: int | None, stops: list[str], watch: ClientWatch
-) -> AsyncIterator[str | TurnEnd]:
+) -> AsyncGenerator[str | TurnEnd, None]:
     """Yield the reply's text pieces as they may be sent, then one :class:`TurnEnd`.
 
     The guard has passed every piece before it is yielded; a stop sequence or the client

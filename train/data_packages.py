@@ -61,7 +61,11 @@ class DataPackage:
             meta = importlib.metadata.metadata(self.distribution)
         except importlib.metadata.PackageNotFoundError:
             return "not stated"
-        return meta.get("License-Expression") or meta.get("License") or "not stated"
+        for field in ("License-Expression", "License"):
+            values = meta.get_all(field)
+            if values and values[0]:
+                return values[0]
+        return "not stated"
 
 
 PYRIT = DataPackage("pyrit", "pyrit", "1.1.0")

@@ -116,7 +116,7 @@ class HarmScreen:
 
 def chat_turns(record: dict[str, Any]) -> tuple[Turn, ...] | None:
     """The turns of a ShareGPT record, or None unless it is a user-first, alternating chat with a reply."""
-    turns = []
+    turns: list[Turn] = []
     for message in record.get("conversations") or ():
         role = _ROLES.get(message.get("from", ""))
         content = (message.get("value") or "").strip()
@@ -145,6 +145,7 @@ def _read_sharegpt(
             if reason is not None:
                 counts[f"screened_{reason}"] = counts.get(f"screened_{reason}", 0) + 1
                 continue
+            assert turns is not None  # no reason to skip: a chat
             kept += 1
             yield Example.create(
                 source=name, prompt=turns[0].content, answer=turns[1].content,

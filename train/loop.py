@@ -112,7 +112,7 @@ def train(
             with rf.autocast():
                 per_example = batch_terms(rf, [h for h, _ in drawn], [b for _, b in drawn])
                 examples = [h | b for h, b in zip(per_example[: len(drawn)], per_example[len(drawn) :])]
-                loss = sum(total(terms, config.weights) for terms in examples)
+                loss = torch.stack([total(terms, config.weights) for terms in examples]).sum()
                 if config.adversarial is not None:
                     for (item, _), terms in zip(drawn, examples):
                         terms.update(adversarial_terms(rf, item.prompt, item.answer, item.position, config.adversarial))
@@ -153,7 +153,7 @@ def _gradients(rf: RfModel) -> list[torch.Tensor]:
     for weight in rf.trainable():
         if weight.grad is None:
             weight.grad = torch.zeros_like(weight)
-    return [p.grad for p in rf.trainable()]
+    return [p.grad for p in rf.trainable() if p.grad is not None]
 
 
 def _trainable(rf: RfModel) -> dict[str, torch.Tensor]:

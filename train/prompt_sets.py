@@ -72,10 +72,10 @@ def prompt_set(
     generated = unique(("everyday_request", "contrastive_benign"))
     chats = unique(("benign_chat",))
     chats = random.Random(seed).sample(chats, min(chat_limit, len(chats)))
-    seen = NearDuplicateIndex(train_prompts, threshold=near_duplicate)
+    near_training = NearDuplicateIndex(train_prompts, threshold=near_duplicate)
     before = len(harmful) + len(edgy) + len(generated) + len(chats)
     harmful, edgy, generated, chats = (
-        [e for e in group if not seen.overlaps(e.prompt)] for group in (harmful, edgy, generated, chats)
+        [e for e in group if not near_training.overlaps(e.prompt)] for group in (harmful, edgy, generated, chats)
     )
 
     def of_kind(group: list[Example], kind: str) -> list[str]:

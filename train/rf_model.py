@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,6 +17,8 @@ from .tokenizer_files import special_role
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 NEVER_LOGIT = -1.0e4  # the frozen base never emits <rf>: its logit is pinned far below the rest
+CausalLM = Any
+"""A transformers causal LM (``PreTrainedModel``); typed loosely, as ``nn.Module`` attribute access types as ``Tensor | Module``."""
 
 
 class RfTokenError(RfsdkError, ValueError):
@@ -55,7 +58,7 @@ class RfModel:
     output head's logits by forward hooks, so the optimizer keeps state for them alone.
     """
 
-    def __init__(self, model: nn.Module, rf_id: int, loras: dict[tuple[int, str], LoRALinear], rows: list[nn.Parameter]) -> None:
+    def __init__(self, model: CausalLM, rf_id: int, loras: dict[tuple[int, str], LoRALinear], rows: list[nn.Parameter]) -> None:
         self.model = model
         self.rf_id = rf_id
         self.loras = loras
@@ -69,7 +72,7 @@ class RfModel:
     @classmethod
     def prepare(
         cls,
-        model: nn.Module,
+        model: CausalLM,
         tokenizer,
         *,
         rank: int = 8,

@@ -119,7 +119,7 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
     tokenizer = load_tokenizer(base)
     check_rf_token(tokenizer, slot=options.slot)
     init = None if options.init_adapter is None else load_adapter(options.init_adapter)
-    if init is not None:
+    if options.init_adapter is not None and init is not None:
         check_trained_on(options.init_adapter, init, base, base_sha)
     with processes.main_first():
         dataset = load_dataset()
