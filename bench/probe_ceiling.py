@@ -96,7 +96,7 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 300):
         return loss
 
     optimizer.step(closure)
-    return w.detach().numpy(), float(b)
+    return w.detach().numpy(), b.item()
 
 
 def _threshold_for_fpr(benign: np.ndarray, fpr: float) -> float:
