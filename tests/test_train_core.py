@@ -127,6 +127,22 @@ def test_a_padded_batch_gives_each_example_its_own_terms(tied):
         assert got == pytest.approx(reference_terms(rf, h, k, b), rel=1e-4, abs=1e-6)
 
 
+def test_a_padded_batch_and_one_sequence_at_a_time_give_the_same_logits():
+    """On CPU the sequences run unpadded, one at a time; on a GPU as one padded batch: the same logits."""
+    from rfsdk.train.loss import _Span, span_logits
+
+    rf, _ = tiny()
+    with torch.no_grad():
+        for lora in rf.loras.values():
+            lora.lora_b.normal_(std=0.1)
+        sequences = [[1, 2, 3, 41, 42], [1, 2, 4, 5, 11, 12, 13, 14, 15], [1, 7]]
+        spans = [_Span(0, 2, 2), _Span(1, 3, 5), _Span(2, 1, 1)]
+        padded = span_logits(rf, sequences, spans, padded=True)
+        one_at_a_time = span_logits(rf, sequences, spans, padded=False)
+    assert padded.shape == (8, rf.model.get_output_embeddings().weight.shape[0])
+    assert torch.allclose(padded, one_at_a_time, atol=1e-5)
+
+
 def test_the_batched_loss_has_the_gradients_of_its_definition():
     """The loss never stores a log-softmax of the trained logits; its gradients must still be the definition's."""
     import torch.nn.functional as F

@@ -31,7 +31,7 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         if self.enabled:
-            out = out + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+            out = out + ((x @ self.lora_a.T) * self.scale) @ self.lora_b.T  # scaled at rank width, not output width
         return out
 
 

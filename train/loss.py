@@ -6,9 +6,9 @@
 * benign answers: KL to the frozen base, which keeps utility and keeps P(<rf>) near zero
   (the base never emits <rf>).
 
-The sequences of a batch are right-padded into one tensor with an attention mask; the
-trained network runs once over all of them and the frozen base (adapters off, no
-gradients) once over those the KL needs. Logits are computed only at the positions a term
+The trained network runs once over the sequences of a batch and the frozen base (adapters
+off, no gradients) once over those the KL needs: on a GPU as one right-padded tensor with an
+attention mask, on CPU one sequence at a time, so no compute goes to padding. Logits are computed only at the positions a term
 reads, so memory grows with the answer tokens, not with sequence length times vocabulary.
 No log-softmax of the trained logits is stored: KL(base ‖ model) at a position is
 ``Σ p·log p − Σ p·z + logsumexp(z)`` with ``p`` the base's probabilities and ``z`` the trained
@@ -65,13 +65,27 @@ def _padded(sequences: Sequence[list[int]], device: torch.device) -> tuple[torch
     return ids.to(device), mask.to(device)
 
 
-def span_logits(rf: RfModel, sequences: Sequence[list[int]], spans: Sequence[_Span]) -> torch.Tensor:
-    """Float32 logits of the trained network at every position of ``spans``, concatenated: ``[positions, vocab]``."""
-    ids, mask = _padded(sequences, rf.device)
-    hidden = rf.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-    rows = torch.tensor([s.sequence for s in spans for _ in range(s.length)], device=rf.device)
-    columns = torch.tensor([s.start + i for s in spans for i in range(s.length)], device=rf.device)
-    return rf.model.get_output_embeddings()(hidden[rows, columns]).float()
+def span_logits(
+    rf: RfModel, sequences: Sequence[list[int]], spans: Sequence[_Span], *, padded: bool | None = None
+) -> torch.Tensor:
+    """Float32 logits of the trained network at every position of ``spans``, concatenated: ``[positions, vocab]``.
+
+    ``padded``: run the sequences as one right-padded batch (the default on a GPU), or one at a
+    time (the default on CPU, where a padding position costs as much compute as a real one).
+    """
+    if padded is None:
+        padded = rf.device.type != "cpu"
+    if padded:
+        ids, mask = _padded(sequences, rf.device)
+        hidden = rf.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        rows = torch.tensor([s.sequence for s in spans for _ in range(s.length)], device=rf.device)
+        columns = torch.tensor([s.start + i for s in spans for i in range(s.length)], device=rf.device)
+        at_spans = hidden[rows, columns]
+    else:
+        states = [rf.model.base_model(input_ids=torch.tensor([ids], device=rf.device)).last_hidden_state[0]
+                  for ids in sequences]
+        at_spans = torch.cat([states[s.sequence][s.start : s.start + s.length] for s in spans])
+    return rf.model.get_output_embeddings()(at_spans).float()
 
 
 @dataclass(frozen=True)
