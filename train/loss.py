@@ -82,8 +82,11 @@ def span_logits(
         columns = torch.tensor([s.start + i for s in spans for i in range(s.length)], device=rf.device)
         at_spans = hidden[rows, columns]
     else:
-        states = [rf.model.base_model(input_ids=torch.tensor([ids], device=rf.device)).last_hidden_state[0]
-                  for ids in sequences]
+        ends = [0] * len(sequences)  # tokens after the last position a span reads are not run
+        for s in spans:
+            ends[s.sequence] = max(ends[s.sequence], s.start + s.length)
+        states = [rf.model.base_model(input_ids=torch.tensor([ids[:end]], device=rf.device)).last_hidden_state[0]
+                  for ids, end in zip(sequences, ends)]
         at_spans = torch.cat([states[s.sequence][s.start : s.start + s.length] for s in spans])
     return rf.model.get_output_embeddings()(at_spans).float()
 
