@@ -23,6 +23,7 @@ def sample_probability(
     """
     if sampling.repeat_penalty != 1.0 and len(recent):
         logits = repeat_penalized(logits, recent, sampling.repeat_penalty)
+    logits = np.asarray(logits, dtype=np.float64)  # float32 arithmetic would turn a tiny temperature into 0 / 0
     x = float(logits[token])
     top = float(logits.max())
     if not math.isfinite(top):  # the repeat penalty overflowed: what the sampler picks is unknown, so it may pick ``token``
@@ -54,7 +55,9 @@ def repeat_penalized(logits: np.ndarray, recent: Sequence[int] | np.ndarray, pen
     out = np.array(logits, copy=True)
     ids = np.unique(np.asarray(recent, dtype=np.intp))
     values = out[ids]
-    with np.errstate(divide="ignore", over="ignore"):  # an extreme penalty overflows to ±inf, as in llama.cpp's float32
+    # An extreme penalty overflows to ±inf, as in llama.cpp's float32 (np.where also works out
+    # the branch it does not pick, where 0 / 0 may stand).
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         out[ids] = np.where(values <= 0, values * penalty, values / penalty)
     return out
 

@@ -22,6 +22,7 @@ subprocesses (test_fuzz_llama_kwargs.py). CI runs 150 and 200 examples (derandom
 from __future__ import annotations
 
 import collections
+import warnings
 import math
 import time
 
@@ -145,10 +146,14 @@ def test_random_policies_thresholds_and_sampling_fail_closed(chat, long_mode, ca
         chat.policy = "halt"
         assert chat.send("hello").finish_reason in ("stop", "length", "halt"), "the chat did not answer the next turn"
 
-    run()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
     with capsys.disabled():
         print(f"\n{sum(outcomes.values())} outcomes: " + ", ".join(f"{k} {v}" for k, v in outcomes.most_common()))
     assert outcomes["threshold accepted"] > 20 and any("flagged" in k for k in outcomes)
+    numeric = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert not numeric, f"the guard's arithmetic went wrong under some setting: {numeric[:3]}"
 
 
 _TEXT = st.text(st.characters(codec=None), max_size=40) | st.sampled_from(["", " ", "\ud800", "<|im_start|>", "hi", "bomb"])

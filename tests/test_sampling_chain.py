@@ -95,6 +95,14 @@ def test_an_overflowing_repeat_penalty_counts_as_possibly_sampled():
         assert sample_probability(logits, 2, sampling, recent=[0]) == 1.0
 
 
+def test_a_tiny_temperature_on_float32_logits_is_greedy_not_nan():
+    # llama.cpp's logits are float32; 1e-300 is 0 in float32, so float32 arithmetic gave 0 / 0.
+    logits = np.array([49.0, 24.5, 0.0], dtype=np.float32)
+    sampling = SamplingConfig(temperature=1e-300, top_p=1e-30)
+    with np.errstate(all="raise"):
+        assert [sample_probability(logits, i, sampling) for i in range(3)] == [1.0, 0.0, 0.0]
+
+
 @pytest.fixture(scope="module")
 def llm(demo_model_path):
     return llama_cpp.Llama(model_path=str(demo_model_path), n_ctx=512, verbose=False)
