@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rfsdk import DEFAULT_REFUSAL
+from rfsdk.calibration import roc_auc
 from rfsdk.convert.adapter import load_adapter
 from rfsdk.default_model import shipped_adapter
 from rfsdk.evaluation.evalset import eval_set
@@ -100,6 +101,8 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 300):
 
 
 def _threshold_for_fpr(benign: np.ndarray, fpr: float) -> float:
+    # Not rfsdk.calibration.threshold_for_fpr: that one is for probabilities (float32 steps, at most 1),
+    # and a probe's scores are unbounded logits.
     ordered = np.sort(benign)[::-1]
     k = int(np.floor(fpr * len(ordered)))
     return float(ordered[k]) + 1e-9 if k < len(ordered) else float(ordered[-1])
@@ -108,10 +111,6 @@ def _threshold_for_fpr(benign: np.ndarray, fpr: float) -> float:
 def _threshold_for_tpr(harmful: np.ndarray, tpr: float) -> float:
     ordered = np.sort(harmful)[::-1]
     return float(ordered[min(int(np.ceil(tpr * len(ordered))) - 1, len(ordered) - 1)])
-
-
-def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
 class Probe:
@@ -189,33 +188,30 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model_name, f in features.items():
         for li, layer in enumerate(LAYERS):
-            def get(name: str) -> np.ndarray:
-                x = f[name][:, li]
-                return x[~np.isnan(x).any(1)]
-
-            x_train = np.concatenate([get("train_harmful"), get("train_benign"), get("train_follow_ups")])
-            y_train = np.concatenate([np.ones(len(get("train_harmful"))),
-                                      np.zeros(len(get("train_benign")) + len(get("train_follow_ups")))])
+            fits = {name: ~np.isnan(values[:, li]).any(1) for name, values in f.items()}  # prompts that fit 512 tokens
+            x = {name: values[fits[name], li] for name, values in f.items()}
+            x_train = np.concatenate([x["train_harmful"], x["train_benign"], x["train_follow_ups"]])
+            y_train = np.concatenate([np.ones(len(x["train_harmful"])),
+                                      np.zeros(len(x["train_benign"]) + len(x["train_follow_ups"]))])
             best = None
             for l2 in (1e-4, 1e-3, 1e-2, 1e-1):
                 probe = Probe(x_train, y_train, l2)
-                vh, vb = probe.score(get("val_harmful")), probe.score(get("val_benign"))
+                vh, vb = probe.score(x["val_harmful"]), probe.score(x["val_benign"])
                 t = _threshold_for_fpr(vb, TARGET_FPR)
                 tpr = float((vh >= t).mean())
                 if best is None or tpr > best[0]:
                     best = (tpr, l2, probe, t)
             _, l2, probe, t = best
-            kept = ~np.isnan(f["test_benign"][:, li]).any(1)
-            th, tb = probe.score(get("test_harmful")), probe.score(f["test_benign"][kept, li])
-            ev, co = everyday[kept], contrastive[kept]
-            tf = probe.score(get("test_keep_follow_ups"))
+            th, tb = probe.score(x["test_harmful"]), probe.score(x["test_benign"])
+            ev, co = everyday[fits["test_benign"]], contrastive[fits["test_benign"]]
+            tf = probe.score(x["test_keep_follow_ups"])
             t95 = _threshold_for_tpr(th, TARGET_TPR)
-            cv = _cross_validated(np.concatenate([get("test_harmful"), f["test_benign"][kept, li]]),
+            cv = _cross_validated(np.concatenate([x["test_harmful"], x["test_benign"]]),
                                   np.concatenate([np.ones(len(th)), np.zeros(len(tb))]), l2, co, args.seed)
             layer_name = "final" if layer == -1 else f"layer {layer}"
             print(f"| {model_name}, {layer_name} | {l2:g} | {(th >= t).mean():.3f} | {(tb >= t).mean():.3f} | "
                   f"{(tb[ev] >= t).mean():.3f} | {(tb[co] >= t).mean():.3f} | {(tf >= t).mean():.3f} | "
-                  f"{(tb[co] >= t95).mean():.3f} | {_auc(th, tb[co]):.3f} | {cv:.3f} |", flush=True)
+                  f"{(tb[co] >= t95).mean():.3f} | {roc_auc(th, tb[co]):.3f} | {cv:.3f} |", flush=True)
     print(f"\n({time.perf_counter() - began:.0f} s in all)")
 
 
