@@ -150,10 +150,12 @@ def _combine(rf: RfModel, processes: Processes, sums: dict[str, float]) -> dict[
 
 def _gradients(rf: RfModel) -> list[torch.Tensor]:
     """The gradients training uses: the LoRA matrices' and the <rf> rows'."""
+    gradients = []
     for weight in rf.trainable():
         if weight.grad is None:
             weight.grad = torch.zeros_like(weight)
-    return [p.grad for p in rf.trainable() if p.grad is not None]
+        gradients.append(weight.grad)
+    return gradients
 
 
 def _trainable(rf: RfModel) -> dict[str, torch.Tensor]:

@@ -8,8 +8,9 @@
 
 The trained network runs once over the sequences of a batch and the frozen base (adapters
 off, no gradients) once over those the KL needs: on a GPU as one right-padded tensor with an
-attention mask, on CPU one sequence at a time, so no compute goes to padding. Logits are computed only at the positions a term
-reads, so memory grows with the answer tokens, not with sequence length times vocabulary.
+attention mask, on CPU one sequence at a time, so no compute goes to padding. Logits are
+computed only at the positions a term reads, so memory grows with the answer tokens, not with
+sequence length times vocabulary.
 No log-softmax of the trained logits is stored: KL(base ‖ model) at a position is
 ``Σ p·log p − Σ p·z + logsumexp(z)`` with ``p`` the base's probabilities and ``z`` the trained
 logits, so a position keeps only ``z`` and ``p`` for the backward pass.
