@@ -306,13 +306,16 @@ def test_reading_the_end_releases_the_model_at_once(llm):
 LONG = SamplingConfig(temperature=0.0, max_tokens=3000)
 
 
-def _leave_after_one_token(agen) -> asyncio.Future:
-    async def read_one():
-        async for event in agen:
-            if event.kind == "token":
-                return event  # leaves the loop without aclose()
+async def _read_one_token(agen):
+    """Read ``agen`` up to its first token event and leave it there, without aclose()."""
+    async for event in agen:
+        if event.kind == "token":
+            return event
 
-    return asyncio.ensure_future(read_one())
+
+def _leave_after_one_token(agen) -> asyncio.Future:
+    """:func:`_read_one_token` in a task of its own."""
+    return asyncio.ensure_future(_read_one_token(agen))
 
 
 def test_an_abandoned_astream_is_cancelled_and_does_not_block_the_next_asend(llm):
@@ -320,9 +323,7 @@ def test_an_abandoned_astream_is_cancelled_and_does_not_block_the_next_asend(llm
 
     async def scenario():
         agen = chat.astream("count", prefill=DEMO_ENDLESS_PREFILL)
-        async for event in agen:
-            if event.kind == "token":
-                break  # left without aclose()
+        await _read_one_token(agen)
         await asyncio.sleep(0.5)  # an astream left unread does not run on
         del agen
         gc.collect()
@@ -344,9 +345,7 @@ def test_a_task_starting_another_turn_cancels_the_astream_it_left(llm):
 
     async def scenario():
         agen = chat.astream("count", prefill=DEMO_ENDLESS_PREFILL)
-        async for event in agen:
-            if event.kind == "token":
-                break  # left without aclose(), and still referenced
+        await _read_one_token(agen)  # agen is still referenced
         reply = await asyncio.wait_for(chat.asend("hello"), 60)
         rest = [event async for event in agen]
         return reply, rest
