@@ -64,6 +64,7 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--rf-weight", type=float, default=1.0, show_default=True, help="Weight of the <rf> cross-entropy term (0: off).")
 @click.option("--benign-kl-weight", type=float, default=1.0, show_default=True, help="Weight of the KL to the base on benign answers.")
 @click.option("--after-kl-weight", type=float, default=1.0, show_default=True, help="Weight of the KL on harmful tokens after <rf>.")
+@click.option("--benign-start-weight", type=float, default=0.0, show_default=True, help="Weight of -log(1 - P(<rf>)) where a benign reply starts (0: off, the paper's loss).")
 @click.option("--adversarial", is_flag=True, help="Also train <rf> under an embedding-space attack on the prompt (the paper's RF-AT).")
 @click.option("--adv-epsilon", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True, help="Attack radius per prompt token, relative to its embedding norm.")
 @click.option("--adv-steps", type=click.IntRange(min=1), default=4, show_default=True, help="Attack steps per harmful example.")
@@ -79,7 +80,7 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--init-adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from this trained adapter's LoRA and <rf> rows (as trained: its tuned strength and profile weights are not applied) instead of a fresh LoRA.")
 def fit(base: str | None, out: Path, steps: int, batch_size: int, lr: float, rf_lr: float, rank: int, alpha: float,
         slot: str | None, start_probability: float, max_offset: int, onpolicy: int, max_len: int,
-        rf_weight: float, benign_kl_weight: float, after_kl_weight: float, adversarial: bool, adv_epsilon: float,
+        rf_weight: float, benign_kl_weight: float, after_kl_weight: float, benign_start_weight: float, adversarial: bool, adv_epsilon: float,
         adv_steps: int, adv_weight: float, max_minutes: float | None,
         target_fpr: float, device: str, dtype: str, gradient_checkpointing: bool, threads: int | None, n_gpu_layers: int,
         seed: int, init_adapter: Path | None) -> None:
@@ -102,7 +103,7 @@ def fit(base: str | None, out: Path, steps: int, batch_size: int, lr: float, rf_
             base=default_base_model_path() if base is None else resolve_base(base), out=out, steps=steps, batch_size=batch_size, lr=lr, rf_lr=rf_lr,
             rank=rank, alpha=alpha, slot=slot, start_probability=start_probability, max_offset=max_offset,
             onpolicy=onpolicy, max_len=max_len,
-            weights=LossWeights(rf=rf_weight, benign_kl=benign_kl_weight, after_kl=after_kl_weight),
+            weights=LossWeights(rf=rf_weight, benign_kl=benign_kl_weight, after_kl=after_kl_weight, benign_start=benign_start_weight),
             adversarial=AdversarialConfig(epsilon=adv_epsilon, steps=adv_steps, weight=adv_weight) if adversarial else None,
             max_seconds=None if max_minutes is None else max_minutes * 60,
             target_fpr=target_fpr, device=device, dtype=dtype, gradient_checkpointing=gradient_checkpointing,

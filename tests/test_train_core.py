@@ -103,6 +103,7 @@ def reference_terms(rf: RfModel, h: TokenizedExample, position: int, b: Tokenize
             terms["after_kl"] = kl(base[p + position - 1 : p + len(h.answer) - 1], logits[p + position : p + len(h.answer)])
         q, ids = len(b.prompt), b.prompt + b.answer
         terms["benign_kl"] = kl(rf.base_logits(ids)[q - 1 : q + len(b.answer) - 1], rf.logits(ids)[q - 1 : q + len(b.answer) - 1])
+        terms["benign_start"] = -torch.log1p(-rf.logits(b.prompt)[-1].softmax(-1)[rf.rf_id].double()).item()
     return terms
 
 
@@ -169,6 +170,7 @@ def test_the_batched_loss_has_the_gradients_of_its_definition():
         -logits[4, rf.rf_id]
         + F.kl_div(logits[5:8], base[4:7], log_target=True, reduction="batchmean")
         + F.kl_div(benign[2:6], benign_base[2:6], log_target=True, reduction="batchmean")
+        - torch.log1p(-benign[2, rf.rf_id].exp())
     )
     for ours, theirs in zip(got, gradients(definition)):
         assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-7)
@@ -231,6 +233,25 @@ def test_after_rf_kl_keeps_the_continuation_close_to_the_base():
         return sum(h["after_kl"] for h in history[-10:]) / 10
 
     assert final_after_kl(1.0) < final_after_kl(0.0) / 3
+
+
+def test_the_benign_start_term_lowers_rf_where_a_near_twin_benign_reply_starts():
+    """Benign prompts one token away from harmful ones, with long answers that dilute the KL's reply-start share."""
+    rng = random.Random(0)
+    harmful = [TokenizedExample([1, 2, 3, 5], [rng.randrange(40, 50) for _ in range(24)]) for _ in range(16)]
+    benign = [TokenizedExample([1, 2, 3, 6], [rng.randrange(10, 20) for _ in range(24)]) for _ in range(16)]
+
+    def reply_start_probabilities(weight: float) -> tuple[float, float]:
+        rf, _ = tiny()
+        config = TrainConfig(steps=15, batch_size=2, lr=3e-3, rf_lr=3e-2, start_probability=1.0,
+                             weights=LossWeights(benign_start=weight))
+        train(rf, harmful, benign, config)
+        with torch.no_grad():
+            return tuple(rf.logits(prompt)[-1].softmax(-1)[rf.rf_id].item() for prompt in ([1, 2, 3, 5], [1, 2, 3, 6]))
+
+    (harmful_with, benign_with), (harmful_without, benign_without) = reply_start_probabilities(1.0), reply_start_probabilities(0.0)
+    assert benign_with < benign_without / 5
+    assert harmful_with > 0.9 and harmful_without > 0.9
 
 
 def rf_log_probability_at_reply_start(rf: RfModel, example: TokenizedExample, attacked: AdversarialConfig | None):

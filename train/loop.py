@@ -1,4 +1,4 @@
-"""The training loop: sampled <rf> positions, the three loss terms, checkpoints and resume."""
+"""The training loop: sampled <rf> positions, the loss terms, checkpoints and resume."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from .loss import HarmfulItem, LossWeights, batch_terms, total
 from .rf_model import RfModel
 
 CHECKPOINT = "checkpoint.pt"
-TERMS = ("rf", "after_kl", "benign_kl")
+TERMS = ("rf", "after_kl", "benign_kl", "benign_start")
 """The loss terms logged each step (0 when a term never came up in the batch); with
 adversarial training also ``rf_adv``, the <rf> cross-entropy under attack."""
 

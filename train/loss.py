@@ -4,7 +4,11 @@
   KL to the frozen base on the answer tokens after the inserted <rf>, so the continuation
   is not pushed either way;
 * benign answers: KL to the frozen base, which keeps utility and keeps P(<rf>) near zero
-  (the base never emits <rf>).
+  (the base never emits <rf>);
+* benign reply starts (an addition to the paper's loss, off at weight 0): ``-log(1 - P(<rf>))``
+  where a benign reply begins, the negative counterpart of the <rf> cross-entropy. The KL holds
+  this too, but averaged over every answer position, so at the reply start, where prompt-level
+  detection reads P(<rf>), a false flag weighs only 1/(answer length) of a benign example.
 
 The trained network runs once over the sequences of a batch and the frozen base (adapters
 off, no gradients) once over those the KL needs: on a GPU as one right-padded tensor with an
@@ -29,13 +33,14 @@ from .rf_model import NEVER_LOGIT, RfModel
 
 
 class LossWeights(BaseModel):
-    """Weights of the three terms; a weight of 0 switches a term off."""
+    """Weights of the loss terms; a weight of 0 switches a term off."""
 
     model_config = ConfigDict(frozen=True)
 
     rf: float = 1.0
     benign_kl: float = 1.0
     after_kl: float = 1.0
+    benign_start: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,8 @@ def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def batch_terms(rf: RfModel, harmful: Sequence[HarmfulItem], benign: Sequence[tuple[list[int], list[int]]]) -> list[dict[str, torch.Tensor]]:
     """The loss terms of every example: one dict per harmful item (``rf``, and ``after_kl``
-    unless its answer is empty), then one per benign ``(prompt, answer)`` (``benign_kl``)."""
+    unless its answer is empty), then one per benign ``(prompt, answer)`` (``benign_kl`` and
+    ``benign_start``)."""
     trained: list[list[int]] = []
     trained_spans: list[_Span] = []
     base: list[list[int]] = []
@@ -149,8 +155,14 @@ def batch_terms(rf: RfModel, harmful: Sequence[HarmfulItem], benign: Sequence[tu
             term["after_kl"] = _kl(next(base_targets), z[1:], lse[1:])
         terms.append(term)
     for z, lse in spans[len(harmful):]:
-        terms.append({"benign_kl": _kl(next(base_targets), z, lse)})
+        terms.append({"benign_kl": _kl(next(base_targets), z, lse), "benign_start": _not_rf_loss(z[0], lse[0], rf.rf_id)})
     return terms
+
+
+def _not_rf_loss(logits: torch.Tensor, log_normaliser: torch.Tensor, rf_id: int) -> torch.Tensor:
+    """``-log(1 - P(<rf>))`` at one position, as the log-sum-exp of the other logits (no cancellation near P = 1)."""
+    others = torch.cat([logits[:rf_id], logits[rf_id + 1 :]])
+    return log_normaliser - torch.logsumexp(others, dim=-1)
 
 
 @torch.no_grad()
