@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFEndian, GGUFReader, GGUFValueType, ReaderTensor
@@ -23,7 +20,7 @@ from .merge import check_mergeable, lora_delta
 from .quant import FALLBACK_TYPE, bits_per_weight, can_decode, can_encode, decode, encode
 from .reader import architecture, field_value, open_gguf
 from .vocab import SCORES_KEY, TOKENS_KEY, TYPES_KEY, Vocab, add_control_token
-from .writer import GGUFStreamWriter, TensorSpec, check_out_path, encode_field, raw_field
+from .writer import GGUFStreamWriter, TensorSpec, check_out_path, encode_field, raw_field, staged_path
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called after each tensor is written with (tensor name, bytes written so far, total bytes)."""
@@ -122,7 +119,7 @@ def patch_gguf(
     ]
     metadata = _metadata(reader, arch, new_vocab, token_id, rf)
 
-    with _staged_output(out, force=force) as fh:
+    with staged_path(out, force=force) as staged, staged.open("xb") as fh:
         writer = GGUFStreamWriter(fh, int(reader.alignment))
         writer.write_header(metadata, [job.spec for job in jobs])
         total = sum(job.spec.nbytes for job in jobs)
@@ -388,22 +385,3 @@ def _per_layer(reader: GGUFReader, key: str, layer: int, default: int | None = N
     if not isinstance(value, int):
         raise ModelFileError(f"the base model lacks integer metadata {key!r} for layer {layer}.")
     return value
-
-
-@contextmanager
-def _staged_output(out: Path, *, force: bool) -> Iterator[BinaryIO]:
-    """A file beside ``out`` that becomes ``out`` when the block succeeds and is removed when it fails."""
-    staging = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
-    try:
-        with staging.open("xb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        if out.exists() and not force:
-            raise ConversionError(
-                f"OUT {out} appeared while patching. Pick another path, or pass --force to replace it."
-            )
-        os.replace(staging, out)
-    finally:
-        if staging.exists():
-            staging.unlink()
