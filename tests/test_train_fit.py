@@ -20,7 +20,7 @@ from rfsdk.train.tune import Tuning, best_profile
 
 FIT_ARGS = [
     "--steps", "2", "--batch-size", "2", "--onpolicy", "2", "--max-len", "64", "--threads", "1",
-    "--after-kl-weight", "0.5", "--adversarial", "--adv-steps", "2",
+    "--after-kl-weight", "0.5", "--benign-start-weight", "0.25", "--adversarial", "--adv-steps", "2",
 ]
 
 
@@ -42,11 +42,11 @@ def test_fit_writes_adapter_model_calibration_and_card(fitted):
         "adapter.safetensors", "model.gguf", "calibration.json", "fit.json", "MODEL_CARD.md", "train_log.jsonl",
     }
     logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [entry["step"] for entry in logged] == [1, 2] and all("rf_adv" in entry for entry in logged)
+    assert [entry["step"] for entry in logged] == [1, 2] and all({"rf_adv", "benign_start"} <= entry.keys() for entry in logged)
 
     fit = json.loads((out / "fit.json").read_text())
     assert fit["base_sha256"] == file_sha256(demo_model_no_rf_path)
-    assert fit["options"]["weights"] == {"rf": 1.0, "benign_kl": 1.0, "after_kl": 0.5}
+    assert fit["options"]["weights"] == {"rf": 1.0, "benign_kl": 1.0, "after_kl": 0.5, "benign_start": 0.25}
     assert fit["options"]["adversarial"] == {"epsilon": 0.1, "steps": 2, "weight": 1.0}
     assert fit["steps_total"] == fit["steps_run_now"] == 2
     calibration = json.loads((out / "calibration.json").read_text())
