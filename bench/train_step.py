@@ -7,13 +7,17 @@ harmful and as many benign training examples of the dataset, cut to ``--max-len`
 
 * rf-train: the step :func:`rfsdk.train.loop.train` takes for ``rf-train fit``
   (:func:`rfsdk.train.loss.batch_terms`: the trained network once over the padded batch with
-  <rf> inserted, the frozen base once for the KL terms; AdamW on the LoRA and the <rf> row),
+  <rf> inserted, the frozen base once for the KL terms, in the precision ``--base-pass``
+  resolves to as ``rf-train fit --base-pass`` does; AdamW on the LoRA and the <rf> row),
   on the same fixed batch every step (the <rf> positions drawn once, seeded);
+* rf-train, fp32 base pass (``--with-fp32-base-pass``): the same with the frozen base's pass
+  in float32;
 * PEFT: ``peft.get_peft_model`` on the same model, the padded batch of the same sequences
   (without <rf>), the ordinary causal-LM loss on the answer tokens;
 * PEFT + KL (``--with-peft-kl``): the same PEFT model with the red-flag method's KL term
-  written the plain way (the frozen base through ``disable_adapter()`` without gradients,
-  then KL(base ‖ model) over the answer positions), the like-for-like cost of the objective.
+  written the plain way (the frozen base through ``disable_adapter()`` without gradients, in
+  rf-train's base-pass precision, then KL(base ‖ model) over the answer positions), the
+  like-for-like cost of the objective.
 
 Each side runs in its own process (so neither inherits the other's allocator state), sides
 alternate over ``--rounds``; the first step of each process is a warm-up and not timed.
@@ -21,6 +25,7 @@ Peak memory is the process's peak resident set during the steps (Linux ``VmHWM``
 after loading) over its resident set before them; on CUDA, ``torch.cuda.max_memory_allocated``.
 
     python bench/train_step.py [--batch-size 2] [--steps 3] [--rounds 2] [--threads 1] [--device cpu]
+        [--base-pass auto] [--with-fp32-base-pass] [--with-peft-kl]
 """
 
 from __future__ import annotations
@@ -99,7 +104,10 @@ def _side(side: str, args: argparse.Namespace) -> dict:
     if args.gradient_checkpointing:
         enable_checkpointing(model)
     model.to(device)
-    if side == "rf-train":
+    from rfsdk.train.precision import base_pass_bf16
+
+    base_bf16 = args.dtype == "bf16" or (side != "rf-train-fp32-base" and base_pass_bf16(args.base_pass, device))
+    if side.startswith("rf-train"):
         import random
 
         from rfsdk.train.loop import TrainConfig, sample_position
@@ -118,7 +126,7 @@ def _side(side: str, args: argparse.Namespace) -> dict:
         def one_step() -> None:  # the step rf-train fit's loop takes, on this fixed batch
             optimizer.zero_grad()
             with rf.autocast():
-                loss = sum(total(terms, LossWeights()) for terms in batch_terms(rf, items, pairs)) / args.batch_size
+                loss = sum(total(terms, LossWeights()) for terms in batch_terms(rf, items, pairs, base_bf16=base_bf16)) / args.batch_size
             loss.backward()
             optimizer.step()
 
@@ -152,8 +160,8 @@ def _side(side: str, args: argparse.Namespace) -> dict:
             if side == "peft":
                 model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             else:  # the same objective as rf-train's benign term: KL to the frozen base at the answer positions
-                with torch.no_grad(), model.disable_adapter():
-                    base = model(input_ids=ids, attention_mask=mask).logits[:, :-1][answer].log_softmax(-1)
+                with torch.no_grad(), model.disable_adapter(), torch.autocast(device.type, torch.bfloat16, enabled=base_bf16):
+                    base = model(input_ids=ids, attention_mask=mask).logits[:, :-1][answer].float().log_softmax(-1)
                 logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1][answer]
                 F.kl_div(logits.log_softmax(-1), base, log_target=True, reduction="batchmean").backward()
             optimizer.step()
@@ -162,7 +170,7 @@ def _side(side: str, args: argparse.Namespace) -> dict:
         extra = {}
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else (_rss_kb("VmHWM") - before_kb) / 1024)
     return {
-        "side": side, "step_seconds": step_seconds, "peak_step_mib": peak, "trainable_values": sum(p.numel() for p in trainable),
+        "side": side, "base_pass": None if side == "peft" else "bf16" if base_bf16 else "fp32", "step_seconds": step_seconds, "peak_step_mib": peak, "trainable_values": sum(p.numel() for p in trainable),
         **extra,
     }
 
@@ -180,13 +188,16 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--base-pass", choices=["auto", "fp32", "bf16"], default="auto", help="rf-train fit --base-pass (also PEFT + KL's).")
+    parser.add_argument("--with-fp32-base-pass", action="store_true", help="Also time rf-train with the base's pass in float32.")
     parser.add_argument("--with-peft-kl", action="store_true", help="Also time PEFT with the method's KL to the frozen base.")
-    parser.add_argument("--side", choices=["rf-train", "peft", "peft+kl"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=["rf-train", "rf-train-fp32-base", "peft", "peft+kl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         print(json.dumps(_side(args.side, args)))
         return
-    results: dict[str, list[dict]] = {"rf-train": [], "peft": [], **({"peft+kl": []} if args.with_peft_kl else {})}
+    results: dict[str, list[dict]] = {"rf-train": [], **({"rf-train-fp32-base": []} if args.with_fp32_base_pass else {}), "peft": [],
+                                      **({"peft+kl": []} if args.with_peft_kl else {})}
     for _ in range(args.rounds):
         for side in results:
             command = [sys.executable, __file__, *sys.argv[1:], "--side", side]
@@ -197,18 +208,22 @@ def main() -> None:
     for side, runs in results.items():
         seconds = [s for run in runs for s in run["step_seconds"]]
         summary[side] = {"seconds": statistics.median(seconds), "peak": max(run["peak_step_mib"] for run in runs),
-                         "trainable": runs[0]["trainable_values"]}
+                         "trainable": runs[0]["trainable_values"], "base_pass": runs[0]["base_pass"]}
     print(f"device {args.device}, threads {args.threads}, dtype {args.dtype}, batch {args.batch_size}+{args.batch_size}, "
           f"rank {args.rank}, max_len {args.max_len}, {args.rounds} x {args.steps} timed steps per side")
-    print("| step | s/step (median) | peak step memory MiB | trainable values |")
-    print("|---|---:|---:|---:|")
+    print("| step | base pass | s/step (median) | peak step memory MiB | trainable values |")
+    print("|---|---|---:|---:|---:|")
     for side, s in summary.items():
-        print(f"| {side} | {s['seconds']:.2f} | {s['peak']:.0f} | {s['trainable']:,} |")
+        print(f"| {side} | {s['base_pass'] or '-'} | {s['seconds']:.2f} | {s['peak']:.0f} | {s['trainable']:,} |")
     ours, theirs = summary["rf-train"], summary["peft"]
     run = results["rf-train"][0]
     print(f"time ratio rf-train/PEFT {ours['seconds'] / theirs['seconds']:.2f}, memory ratio {ours['peak'] / theirs['peak']:.2f}; "
           f"<rf>-row optimizer state {run['rf_row_optimizer_values']:,} values = "
           f"{100 * run['rf_row_optimizer_values'] / run['embedding_optimizer_values_if_whole_matrix']:.4f}% of the embedding's")
+    if "rf-train-fp32-base" in summary:
+        fp32 = summary["rf-train-fp32-base"]
+        print(f"rf-train with an fp32 base pass / PEFT: time ratio {fp32['seconds'] / theirs['seconds']:.2f}, "
+              f"memory ratio {fp32['peak'] / theirs['peak']:.2f}")
     if "peft+kl" in summary:
         same = summary["peft+kl"]
         print(f"like for like, rf-train/(PEFT + KL): time ratio {ours['seconds'] / same['seconds']:.2f}, "

@@ -74,6 +74,7 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1, ...")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="Base weights in float32, or bfloat16 with autocast (half the memory; LoRA and <rf> rows stay float32).")
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute layer activations in the backward pass: much less memory for longer steps.")
+@click.option("--base-pass", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Precision of the frozen base's pass (the KL's teacher, no gradients): bf16 autocast is about 1.6x as fast where the device computes bfloat16 natively, at KL 0.0006 nats/token from fp32; auto picks bf16 there (CUDA, x86 with AVX512-BF16 or AMX), else fp32.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and llama.cpp.")
 @click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=0, show_default=True, help="Layers llama.cpp offloads to the GPU in the on-policy and calibration steps (-1: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -82,8 +83,8 @@ def fit(base: str | None, out: Path, steps: int, batch_size: int, lr: float, rf_
         slot: str | None, start_probability: float, max_offset: int, onpolicy: int, max_len: int,
         rf_weight: float, benign_kl_weight: float, after_kl_weight: float, benign_start_weight: float, adversarial: bool, adv_epsilon: float,
         adv_steps: int, adv_weight: float, max_minutes: float | None,
-        target_fpr: float, device: str, dtype: str, gradient_checkpointing: bool, threads: int | None, n_gpu_layers: int,
-        seed: int, init_adapter: Path | None) -> None:
+        target_fpr: float, device: str, dtype: str, gradient_checkpointing: bool, base_pass: str, threads: int | None,
+        n_gpu_layers: int, seed: int, init_adapter: Path | None) -> None:
     """Train LoRA + the <rf> row on the train split, then export and calibrate.
 
     Writes OUT/adapter.safetensors (the rfsdk-adapter/1 file `rf-convert patch` applies) and
@@ -93,6 +94,8 @@ def fit(base: str | None, out: Path, steps: int, batch_size: int, lr: float, rf_
     it again with the same OUT resumes from the last checkpoint. Runs unchanged under
     `accelerate launch` or `torchrun` in several processes (each trains its share of a batch).
     """
+    if dtype == "bf16" and base_pass == "fp32":
+        raise click.BadParameter("bfloat16 weights give a bfloat16 pass; use --dtype fp32 for an fp32 one.", param_hint="--base-pass fp32")
     with user_errors():
         from rfsdk.train.adversarial import AdversarialConfig
         from rfsdk.train.loss import LossWeights
@@ -107,7 +110,7 @@ def fit(base: str | None, out: Path, steps: int, batch_size: int, lr: float, rf_
             adversarial=AdversarialConfig(epsilon=adv_epsilon, steps=adv_steps, weight=adv_weight) if adversarial else None,
             max_seconds=None if max_minutes is None else max_minutes * 60,
             target_fpr=target_fpr, device=device, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
-            threads=threads, n_gpu_layers=n_gpu_layers, seed=seed, init_adapter=init_adapter,
+            base_pass=base_pass, threads=threads, n_gpu_layers=n_gpu_layers, seed=seed, init_adapter=init_adapter,
         )
         started = time.monotonic()
         result = fit_model(options, progress=stage_progress(), log=lambda line: click.echo(line, err=True))

@@ -176,6 +176,41 @@ def test_the_batched_loss_has_the_gradients_of_its_definition():
         assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-7)
 
 
+def test_a_bf16_base_pass_gives_the_fp32_terms_and_gradients_to_bf16_precision():
+    """The frozen base's pass under bfloat16 autocast: the KL terms move by bfloat16 rounding only."""
+    from rfsdk.train.loss import HarmfulItem, batch_terms
+
+    rf, _ = tiny()
+    with torch.no_grad():
+        for lora in rf.loras.values():
+            lora.lora_b.normal_(std=0.1)
+    h, b = TokenizedExample([1, 2, 3], [41, 42, 43, 44, 45]), TokenizedExample([1, 2, 4], [11, 12, 13, 14])
+    trained = rf.trainable()
+
+    def terms_and_gradients(base_bf16: bool):
+        terms = batch_terms(rf, [HarmfulItem(h.prompt, h.answer, 2)], [(b.prompt, b.answer)], base_bf16=base_bf16)
+        values = {name: value for example in terms for name, value in example.items()}
+        gradients = torch.autograd.grad(sum(values.values()), trained)
+        return {name: value.item() for name, value in values.items()}, gradients
+
+    fp32, fp32_gradients = terms_and_gradients(False)
+    bf16, bf16_gradients = terms_and_gradients(True)
+    assert bf16["rf"] == fp32["rf"] and bf16["benign_start"] == fp32["benign_start"]  # they do not read the base
+    for name in ("after_kl", "benign_kl"):
+        assert bf16[name] != fp32[name] and bf16[name] == pytest.approx(fp32[name], abs=5e-3)
+    for ours, theirs in zip(bf16_gradients, fp32_gradients):
+        assert torch.allclose(ours, theirs, rtol=0.05, atol=2e-3)
+
+
+def test_the_base_pass_precision_resolves_by_choice_and_device():
+    from rfsdk.train.precision import base_pass_bf16, native_bf16
+
+    cpu = torch.device("cpu")
+    assert not base_pass_bf16("fp32", cpu) and base_pass_bf16("bf16", cpu)
+    assert base_pass_bf16("auto", cpu) == native_bf16(cpu)
+    assert not base_pass_bf16("auto", torch.device("meta"))
+
+
 def test_bf16_and_gradient_checkpointing_train_like_fp32():
     harmful, benign = data()
     config = TrainConfig(steps=3, batch_size=2, lr=3e-3, rf_lr=3e-2)

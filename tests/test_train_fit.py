@@ -6,6 +6,7 @@ import shutil
 import gguf
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from rfsdk import GuardedChat
@@ -13,6 +14,7 @@ from rfsdk.demo_model import build_demo_model
 from pydantic import ValidationError
 from rfsdk.convert.adapter import LoraPair, file_sha256, load_adapter, save_adapter
 from rfsdk.train.card import write_model_card
+from rfsdk.train.precision import native_bf16
 from rfsdk.cli.train import main
 from rfsdk.train.strength_profiles import PROFILES, StrengthProfile
 from rfsdk.train.tune import Tuning, best_profile
@@ -48,6 +50,7 @@ def test_fit_writes_adapter_model_calibration_and_card(fitted):
     assert fit["base_sha256"] == file_sha256(demo_model_no_rf_path)
     assert fit["options"]["weights"] == {"rf": 1.0, "benign_kl": 1.0, "after_kl": 0.5, "benign_start": 0.25}
     assert fit["options"]["adversarial"] == {"epsilon": 0.1, "steps": 2, "weight": 1.0}
+    assert fit["options"]["base_pass"] == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")  # what ran, not "auto"
     assert fit["steps_total"] == fit["steps_run_now"] == 2
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["target_fpr"] == 0.05 and calibration["validation"]["fpr"] <= 0.05
@@ -74,6 +77,13 @@ def test_fit_writes_adapter_model_calibration_and_card(fitted):
     fit = json.loads((out / "fit.json").read_text())
     assert (fit["steps_total"], fit["steps_run_now"]) == (3, 1)
     assert "| steps in total (all invocations) | 3 |" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_fit_refuses_an_fp32_base_pass_over_bf16_weights(demo_model_no_rf_path, tmp_path):
+    args = ["fit", "--base", str(demo_model_no_rf_path), "--out", str(tmp_path / "run"), "--dtype", "bf16", "--base-pass", "fp32"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--base-pass fp32" in result.output and "--dtype fp32" in result.output, result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_second_fit_with_the_same_seed_trains_the_same(fitted, tmp_path):

@@ -54,6 +54,8 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(50, gt=0)
     max_seconds: float | None = Field(None, gt=0)
     adversarial: AdversarialConfig | None = None
+    base_bf16: bool = False
+    """Run the frozen base's pass (the KL's teacher) under bfloat16 autocast (see :mod:`rfsdk.train.precision`)."""
 
 
 def sample_position(answer_len: int, config: TrainConfig, rng: random.Random) -> int:
@@ -110,7 +112,7 @@ def train(
                 drawn.append((HarmfulItem(h.prompt, h.answer, position), (b.prompt, b.answer)))
         if drawn:
             with rf.autocast():
-                per_example = batch_terms(rf, [h for h, _ in drawn], [b for _, b in drawn])
+                per_example = batch_terms(rf, [h for h, _ in drawn], [b for _, b in drawn], base_bf16=config.base_bf16)
                 examples = [h | b for h, b in zip(per_example[: len(drawn)], per_example[len(drawn) :])]
                 loss = torch.stack([total(terms, config.weights) for terms in examples]).sum()
                 if config.adversarial is not None:

@@ -14,7 +14,8 @@ The trained network runs once over the sequences of a batch and the frozen base 
 off, no gradients) once over those the KL needs: on a GPU as one right-padded tensor with an
 attention mask, on CPU one sequence at a time, so no compute goes to padding. Logits are
 computed only at the positions a term reads, so memory grows with the answer tokens, not with
-sequence length times vocabulary.
+sequence length times vocabulary. The frozen base's pass can run under bfloat16 autocast
+(``base_bf16``; see :mod:`rfsdk.train.precision`).
 No log-softmax of the trained logits is stored: KL(base ‖ model) at a position is
 ``Σ p·log p − Σ p·z + logsumexp(z)`` with ``p`` the base's probabilities and ``z`` the trained
 logits, so a position keeps only ``z`` and ``p`` for the backward pass.
@@ -23,6 +24,7 @@ logits, so a position keeps only ``z`` and ``p`` for the backward pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -116,10 +118,12 @@ def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
-def batch_terms(rf: RfModel, harmful: Sequence[HarmfulItem], benign: Sequence[tuple[list[int], list[int]]]) -> list[dict[str, torch.Tensor]]:
+def batch_terms(
+    rf: RfModel, harmful: Sequence[HarmfulItem], benign: Sequence[tuple[list[int], list[int]]], *, base_bf16: bool = False
+) -> list[dict[str, torch.Tensor]]:
     """The loss terms of every example: one dict per harmful item (``rf``, and ``after_kl``
     unless its answer is empty), then one per benign ``(prompt, answer)`` (``benign_kl`` and
-    ``benign_start``)."""
+    ``benign_start``). ``base_bf16``: run the frozen base's pass under bfloat16 autocast."""
     trained: list[list[int]] = []
     trained_spans: list[_Span] = []
     base: list[list[int]] = []
@@ -144,7 +148,7 @@ def batch_terms(rf: RfModel, harmful: Sequence[HarmfulItem], benign: Sequence[tu
         base_spans.append(_Span(len(base), span.start, span.length))
         base.append(prompt + answer)
     # The base first: its forward pass then runs while none of the trained pass's activations are kept.
-    base_targets = iter(_base_targets(rf, base, base_spans) if base else [])
+    base_targets = iter(_base_targets(rf, base, base_spans, bf16=base_bf16) if base else [])
     logits = span_logits(rf, trained, trained_spans)
     lengths = [s.length for s in trained_spans]
     spans = list(zip(torch.split(logits, lengths), torch.split(torch.logsumexp(logits, dim=-1), lengths)))
@@ -166,9 +170,13 @@ def _not_rf_loss(logits: torch.Tensor, log_normaliser: torch.Tensor, rf_id: int)
 
 
 @torch.no_grad()
-def _base_targets(rf: RfModel, sequences: Sequence[list[int]], spans: Sequence[_Span]) -> list[_BaseTargets]:
-    """The frozen base (adapters off, <rf> never emitted) at ``spans``: probabilities and Σ p·log p."""
-    with adapters_disabled(rf.loras):
+def _base_targets(rf: RfModel, sequences: Sequence[list[int]], spans: Sequence[_Span], *, bf16: bool) -> list[_BaseTargets]:
+    """The frozen base (adapters off, <rf> never emitted) at ``spans``: probabilities and Σ p·log p.
+
+    With ``bf16`` the pass runs under bfloat16 autocast; the probabilities are float32 either way.
+    """
+    precision = torch.autocast(rf.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()  # else as the caller runs
+    with adapters_disabled(rf.loras), precision:
         logits = span_logits(rf, sequences, spans)
     logits[:, rf.rf_id] = NEVER_LOGIT
     logits -= torch.logsumexp(logits, dim=-1, keepdim=True)  # log-probabilities, in place

@@ -26,6 +26,7 @@ from .distributed import Processes, joined
 from .llama_settings import LlamaSettings, using_llama_settings
 from .loop import TrainConfig, checkpoint_base_sha256, checkpoint_step, train
 from .loss import LossWeights
+from .precision import BasePass, base_pass_bf16
 from .prompt_sets import prompt_set
 from .recipe import RecipeConfig, build_training_set
 from .rf_model import RfModel, check_rf_token
@@ -62,6 +63,7 @@ class FitOptions(BaseModel):
     device: str = "auto"
     dtype: Literal["fp32", "bf16"] = "fp32"
     gradient_checkpointing: bool = False
+    base_pass: BasePass = "auto"
     threads: int | None = None
     n_gpu_layers: int = Field(0, ge=-1)
     seed: int = 0
@@ -127,7 +129,9 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
     model = load_model(base, dtype=options.dtype)
     if options.gradient_checkpointing:
         enable_checkpointing(model)
-    model.to(_device(options.device, processes))
+    device = _device(options.device, processes)
+    model.to(device)
+    base_bf16 = options.dtype == "bf16" or base_pass_bf16(options.base_pass, device)
     torch.manual_seed(options.seed)  # the LoRA initialisation (a resumed run loads its weights instead)
     rf = RfModel.prepare(model, tokenizer, rank=options.rank, alpha=options.alpha, slot=options.slot)
     if init is not None:
@@ -154,7 +158,7 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
         steps=options.steps, batch_size=options.batch_size, lr=options.lr, rf_lr=options.rf_lr,
         start_probability=options.start_probability, max_offset=options.max_offset, seed=options.seed,
         weights=options.weights, adversarial=options.adversarial, checkpoint_every=10,
-        max_seconds=options.max_seconds,
+        max_seconds=options.max_seconds, base_bf16=base_bf16,
     )
     started = time.monotonic()
     if not processes.is_main:
@@ -190,7 +194,8 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
     result = {
         "base": str(options.base),
         "base_sha256": base_sha,
-        "options": json.loads(options.model_dump_json()) | ({} if options.is_gguf else {"onpolicy": 0}),
+        "options": json.loads(options.model_dump_json()) | ({} if options.is_gguf else {"onpolicy": 0})
+        | {"base_pass": "bf16" if base_bf16 else "fp32"},
         "recipe": json.loads(recipe.model_dump_json()),
         "training_set": data.counts,
         "init_adapter_sha256": None if init is None else init.sha256,
