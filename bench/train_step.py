@@ -24,8 +24,13 @@ alternate over ``--rounds``; the first step of each process is a warm-up and not
 Peak memory is the process's peak resident set during the steps (Linux ``VmHWM``, reset
 after loading) over its resident set before them; on CUDA, ``torch.cuda.max_memory_allocated``.
 
+``--random-shape llama-3.2-1b`` trains a model of Llama-3.2-1B's shape with random weights
+instead (no download; the same token ids), for the times and memory of a 1B-class model.
+tokens/s counts every token of the batch's sequences once per step.
+
     python bench/train_step.py [--batch-size 2] [--steps 3] [--rounds 2] [--threads 1] [--device cpu]
-        [--base-pass auto] [--with-fp32-base-pass] [--with-peft-kl]
+        [--base-pass auto] [--with-fp32-base-pass] [--with-peft-kl] [--random-shape llama-3.2-1b]
+        [--dtype bf16] [--gradient-checkpointing]
 """
 
 from __future__ import annotations
@@ -89,6 +94,26 @@ def _examples(tokenizer, batch: int, max_len: int, seed: int):
     return rng.sample(harmful, batch), rng.sample(data.benign, batch)
 
 
+RANDOM_SHAPES = {
+    # Llama-3.2-1B's shape (its config.json), with random weights: no download.
+    "llama-3.2-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
+                         rope_theta=500000.0, tie_word_embeddings=True),
+}
+
+
+def _random_model(shape: str, dtype: str):
+    """A Llama of ``shape`` with random weights (seeded), in eval mode like :func:`load_model`'s."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(**RANDOM_SHAPES[shape])
+    model = transformers.LlamaForCausalLM._from_config(config, dtype={"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
+    model.eval()
+    return model
+
+
 def _side(side: str, args: argparse.Namespace) -> dict:
     import torch
 
@@ -100,7 +125,7 @@ def _side(side: str, args: argparse.Namespace) -> dict:
     base = default_base_model_path()
     tokenizer = load_tokenizer(base)
     harmful, benign = _examples(tokenizer, args.batch_size, args.max_len, args.seed)
-    model = load_model(base, dtype=args.dtype)
+    model = load_model(base, dtype=args.dtype) if args.random_shape is None else _random_model(args.random_shape, args.dtype)
     if args.gradient_checkpointing:
         enable_checkpointing(model)
     model.to(device)
@@ -170,7 +195,8 @@ def _side(side: str, args: argparse.Namespace) -> dict:
         extra = {}
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else (_rss_kb("VmHWM") - before_kb) / 1024)
     return {
-        "side": side, "base_pass": None if side == "peft" else "bf16" if base_bf16 else "fp32", "step_seconds": step_seconds, "peak_step_mib": peak, "trainable_values": sum(p.numel() for p in trainable),
+        "side": side, "tokens": sum(len(e.prompt) + len(e.answer) for e in harmful + benign),
+        "resident_before_mib": before_kb / 1024 if device.type == "cpu" else torch.cuda.memory_allocated() / 2**20, "base_pass": None if side == "peft" else "bf16" if base_bf16 else "fp32", "step_seconds": step_seconds, "peak_step_mib": peak, "trainable_values": sum(p.numel() for p in trainable),
         **extra,
     }
 
@@ -187,6 +213,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--random-shape", choices=sorted(RANDOM_SHAPES), help="Train a model of this shape with random "
+                        "weights instead of the bundled base (the same token ids; times and memory, not quality).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base-pass", choices=["auto", "fp32", "bf16"], default="auto", help="rf-train fit --base-pass (also PEFT + KL's).")
     parser.add_argument("--with-fp32-base-pass", action="store_true", help="Also time rf-train with the base's pass in float32.")
@@ -208,13 +236,16 @@ def main() -> None:
     for side, runs in results.items():
         seconds = [s for run in runs for s in run["step_seconds"]]
         summary[side] = {"seconds": statistics.median(seconds), "peak": max(run["peak_step_mib"] for run in runs),
-                         "trainable": runs[0]["trainable_values"], "base_pass": runs[0]["base_pass"]}
-    print(f"device {args.device}, threads {args.threads}, dtype {args.dtype}, batch {args.batch_size}+{args.batch_size}, "
+                         "trainable": runs[0]["trainable_values"], "base_pass": runs[0]["base_pass"],
+                         "tokens": runs[0]["tokens"], "before": max(run["resident_before_mib"] for run in runs)}
+    print(f"model {args.random_shape or 'SmolLM2-135M-Instruct'}, device {args.device}, threads {args.threads}, dtype {args.dtype}, "
+          f"gradient checkpointing {args.gradient_checkpointing}, batch {args.batch_size}+{args.batch_size}, "
           f"rank {args.rank}, max_len {args.max_len}, {args.rounds} x {args.steps} timed steps per side")
-    print("| step | base pass | s/step (median) | peak step memory MiB | trainable values |")
-    print("|---|---|---:|---:|---:|")
+    print("| step | base pass | s/step (median) | tokens/s | peak step memory MiB | memory before the steps MiB | trainable values |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for side, s in summary.items():
-        print(f"| {side} | {s['base_pass'] or '-'} | {s['seconds']:.2f} | {s['peak']:.0f} | {s['trainable']:,} |")
+        print(f"| {side} | {s['base_pass'] or '-'} | {s['seconds']:.2f} | {s['tokens'] / s['seconds']:.0f} | {s['peak']:.0f} | "
+              f"{s['before']:.0f} | {s['trainable']:,} |")
     ours, theirs = summary["rf-train"], summary["peft"]
     run = results["rf-train"][0]
     print(f"time ratio rf-train/PEFT {ours['seconds'] / theirs['seconds']:.2f}, memory ratio {ours['peak'] / theirs['peak']:.2f}; "
