@@ -74,7 +74,7 @@ def data(show: bool, rebuild: bool, sharegpt_limit: int) -> None:
 @click.option("--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1, ...")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="Base weights in float32, or bfloat16 with autocast (half the memory; LoRA and <rf> rows stay float32).")
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute layer activations in the backward pass: much less memory for longer steps.")
-@click.option("--base-pass", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Precision of the frozen base's pass (the KL's teacher, no gradients): bf16 autocast is about 1.6x as fast where the device computes bfloat16 natively, at KL 0.0006 nats/token from fp32; auto picks bf16 there (CUDA, x86 with AVX512-BF16 or AMX), else fp32.")
+@click.option("--base-pass", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Precision of the frozen base's pass (the KL's teacher, no gradients): bf16 autocast is about 1.7x as fast where the device computes bfloat16 natively, at KL 0.0006 nats/token from fp32; auto picks bf16 there (CUDA, x86 with AVX512-BF16 or AMX), else fp32.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and llama.cpp.")
 @click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=0, show_default=True, help="Layers llama.cpp offloads to the GPU in the on-policy and calibration steps (-1: all).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -3,7 +3,7 @@
 That pass needs no gradients and no float32 accuracy: under bfloat16 autocast its
 probabilities differ from the float32 pass's by KL 0.0006 nats per answer token (SmolLM2-135M,
 16 benign training answers; the utility budget is 0.02), and on hardware that computes
-bfloat16 natively it runs about 1.6 times as fast (bench/train_step.py, bench/README.md).
+bfloat16 natively it runs about 1.7 times as fast (bench/base_pass_precision.py, bench/README.md).
 """
 
 from __future__ import annotations
