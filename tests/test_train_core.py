@@ -202,6 +202,21 @@ def test_a_bf16_base_pass_gives_the_fp32_terms_and_gradients_to_bf16_precision()
         assert torch.allclose(ours, theirs, rtol=0.05, atol=2e-3)
 
 
+def test_the_bf16_base_pass_casts_the_frozen_weights_once_and_keeps_no_copy():
+    from rfsdk.train.lora import base_weights_cast
+
+    rf, _ = tiny()
+    ids = [1, 2, 3, 40, 41]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        per_call = rf.base_logits(ids)  # autocast casting each weight at each call
+        with base_weights_cast(rf.loras, torch.bfloat16):
+            assert all(lora.cast is not None and lora.cast[0].dtype == torch.bfloat16 for lora in rf.loras.values())
+            cast_once = rf.base_logits(ids)
+    assert torch.allclose(cast_once, per_call, rtol=1e-3, atol=1e-3)
+    assert all(lora.cast is None for lora in rf.loras.values())
+    assert next(iter(rf.loras.values())).base.weight.dtype == torch.float32
+
+
 def test_the_base_pass_precision_resolves_by_choice_and_device():
     from rfsdk.train.precision import base_pass_bf16, native_bf16
 

@@ -27,9 +27,14 @@ class LoRALinear(nn.Module):
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
         self.enabled = True
+        self.cast: tuple[torch.Tensor, torch.Tensor | None] | None = None  # the base's weight and bias, cast once
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
+        if self.cast is None:
+            out = self.base(x)
+        else:
+            weight, bias = self.cast
+            out = nn.functional.linear(x.to(weight.dtype), weight, bias)
         if self.enabled:
             out = out + ((x @ self.lora_a.T) * self.scale) @ self.lora_b.T  # scaled at rank width, not output width
         return out
@@ -56,6 +61,24 @@ def add_lora(model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...]
             "Llama/Qwen-style model?"
         )
     return wrapped
+
+
+@contextmanager
+def base_weights_cast(loras: dict[tuple[int, str], LoRALinear], dtype: torch.dtype) -> Iterator[None]:
+    """Run the wrapped projections on copies of their base weights cast to ``dtype`` once.
+
+    Autocast casts a frozen weight again at every call: for a pass that runs one sequence at a
+    time that is once per sequence, which costs about as much as the lower precision saves.
+    The copies exist only inside the context.
+    """
+    for lora in loras.values():
+        base = lora.base
+        lora.cast = (base.weight.detach().to(dtype), None if base.bias is None else base.bias.detach().to(dtype))
+    try:
+        yield
+    finally:
+        for lora in loras.values():
+            lora.cast = None
 
 
 @contextmanager

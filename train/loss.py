@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from .lora import adapters_disabled
+from .lora import adapters_disabled, base_weights_cast
 from .rf_model import NEVER_LOGIT, RfModel
 
 
@@ -176,7 +176,8 @@ def _base_targets(rf: RfModel, sequences: Sequence[list[int]], spans: Sequence[_
     With ``bf16`` the pass runs under bfloat16 autocast; the probabilities are float32 either way.
     """
     precision = torch.autocast(rf.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()  # else as the caller runs
-    with adapters_disabled(rf.loras), precision:
+    weights = base_weights_cast(rf.loras, torch.bfloat16) if bf16 else nullcontext()
+    with adapters_disabled(rf.loras), precision, weights:
         logits = span_logits(rf, sequences, spans)
     logits[:, rf.rf_id] = NEVER_LOGIT
     logits -= torch.logsumexp(logits, dim=-1, keepdim=True)  # log-probabilities, in place
