@@ -131,7 +131,7 @@ def _side(side: str, args: argparse.Namespace) -> dict:
     model.to(device)
     from rfsdk.train.precision import base_pass_bf16
 
-    base_bf16 = args.dtype == "bf16" or (side != "rf-train-fp32-base" and base_pass_bf16(args.base_pass, device))
+    base_bf16 = base_pass_bf16("fp32" if side == "rf-train-fp32-base" else args.base_pass, device, args.dtype)
     if side.startswith("rf-train"):
         import random
 

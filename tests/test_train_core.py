@@ -144,17 +144,22 @@ def test_a_padded_batch_and_one_sequence_at_a_time_give_the_same_logits():
     assert torch.allclose(padded, one_at_a_time, atol=1e-5)
 
 
+def trained_tiny_and_pair() -> tuple[RfModel, TokenizedExample, TokenizedExample]:
+    """A tiny model whose LoRA is not zero (as after training), and one harmful and one benign example."""
+    rf, _ = tiny()
+    with torch.no_grad():
+        for lora in rf.loras.values():
+            lora.lora_b.normal_(std=0.1)
+    return rf, TokenizedExample([1, 2, 3], [41, 42, 43, 44, 45]), TokenizedExample([1, 2, 4], [11, 12, 13, 14])
+
+
 def test_the_batched_loss_has_the_gradients_of_its_definition():
     """The loss never stores a log-softmax of the trained logits; its gradients must still be the definition's."""
     import torch.nn.functional as F
 
     from rfsdk.train.loss import HarmfulItem, batch_terms
 
-    rf, _ = tiny()
-    with torch.no_grad():
-        for lora in rf.loras.values():
-            lora.lora_b.normal_(std=0.1)
-    h, b = TokenizedExample([1, 2, 3], [41, 42, 43, 44, 45]), TokenizedExample([1, 2, 4], [11, 12, 13, 14])
+    rf, h, b = trained_tiny_and_pair()
     trained = rf.trainable()
 
     def gradients(loss: torch.Tensor) -> list[torch.Tensor]:
@@ -180,11 +185,7 @@ def test_a_bf16_base_pass_gives_the_fp32_terms_and_gradients_to_bf16_precision()
     """The frozen base's pass under bfloat16 autocast: the KL terms move by bfloat16 rounding only."""
     from rfsdk.train.loss import HarmfulItem, batch_terms
 
-    rf, _ = tiny()
-    with torch.no_grad():
-        for lora in rf.loras.values():
-            lora.lora_b.normal_(std=0.1)
-    h, b = TokenizedExample([1, 2, 3], [41, 42, 43, 44, 45]), TokenizedExample([1, 2, 4], [11, 12, 13, 14])
+    rf, h, b = trained_tiny_and_pair()
     trained = rf.trainable()
 
     def terms_and_gradients(base_bf16: bool):
@@ -221,9 +222,10 @@ def test_the_base_pass_precision_resolves_by_choice_and_device():
     from rfsdk.train.precision import base_pass_bf16, native_bf16
 
     cpu = torch.device("cpu")
-    assert not base_pass_bf16("fp32", cpu) and base_pass_bf16("bf16", cpu)
-    assert base_pass_bf16("auto", cpu) == native_bf16(cpu)
-    assert not base_pass_bf16("auto", torch.device("meta"))
+    assert not base_pass_bf16("fp32", cpu, "fp32") and base_pass_bf16("bf16", cpu, "fp32")
+    assert base_pass_bf16("auto", cpu, "fp32") == native_bf16(cpu)
+    assert not base_pass_bf16("auto", torch.device("meta"), "fp32")
+    assert base_pass_bf16("auto", torch.device("meta"), "bf16")  # bfloat16 weights give a bfloat16 pass
 
 
 def test_bf16_and_gradient_checkpointing_train_like_fp32():

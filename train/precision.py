@@ -26,6 +26,7 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def base_pass_bf16(choice: BasePass, device: torch.device) -> bool:
-    """Whether the frozen base's pass runs under bfloat16 autocast for ``choice`` on ``device``."""
-    return choice == "bf16" or (choice == "auto" and native_bf16(device))
+def base_pass_bf16(choice: BasePass, device: torch.device, weights: Literal["fp32", "bf16"]) -> bool:
+    """Whether the frozen base's pass runs in bfloat16 for ``choice`` on ``device``: always with
+    bfloat16 ``weights`` (the whole network then runs under bfloat16 autocast)."""
+    return weights == "bf16" or choice == "bf16" or (choice == "auto" and native_bf16(device))

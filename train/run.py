@@ -131,7 +131,7 @@ def _fit(options: FitOptions, processes: Processes, *, progress: Progress | None
         enable_checkpointing(model)
     device = _device(options.device, processes)
     model.to(device)
-    base_bf16 = options.dtype == "bf16" or base_pass_bf16(options.base_pass, device)
+    base_bf16 = base_pass_bf16(options.base_pass, device, options.dtype)
     torch.manual_seed(options.seed)  # the LoRA initialisation (a resumed run loads its weights instead)
     rf = RfModel.prepare(model, tokenizer, rank=options.rank, alpha=options.alpha, slot=options.slot)
     if init is not None:
